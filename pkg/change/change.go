@@ -33,10 +33,14 @@ type DestinationRef struct {
 func (d DestinationRef) String() string { return d.Namespace + "/" + d.Name }
 
 // ChangesSubject is the subject on which the changes for this destination are published.
-func (d DestinationRef) ChangesSubject() string { return ChangesSubjectPrefix + d.Namespace + "." + d.Name }
+func (d DestinationRef) ChangesSubject() string {
+	return ChangesSubjectPrefix + d.Namespace + "." + SubjectToken(d.Name)
+}
 
 // HistorySubject is the subject on which the records of this destination are published.
-func (d DestinationRef) HistorySubject() string { return HistorySubjectPrefix + d.Namespace + "." + d.Name }
+func (d DestinationRef) HistorySubject() string {
+	return HistorySubjectPrefix + d.Namespace + "." + SubjectToken(d.Name)
+}
 
 // Change is an accepted change of one object, addressed to one destination.
 type Change struct {
