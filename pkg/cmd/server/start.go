@@ -1,0 +1,185 @@
+// Package server is the kubehistory-apiserver command: options (flags in named sections), their
+// validation, and the wiring of the data-path stages into one process.
+package server
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	openapinamer "k8s.io/apiserver/pkg/endpoints/openapi"
+	genericapiserver "k8s.io/apiserver/pkg/server"
+	genericoptions "k8s.io/apiserver/pkg/server/options"
+	"k8s.io/apiserver/pkg/util/compatibility"
+	cliflag "k8s.io/component-base/cli/flag"
+	"k8s.io/component-base/logs"
+	logsapi "k8s.io/component-base/logs/api/v1"
+	"k8s.io/component-base/term"
+	"k8s.io/klog/v2"
+	netutils "k8s.io/utils/net"
+
+	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/apiserver"
+	generatedopenapi "github.com/kubehistory/kubehistory/pkg/generated/openapi"
+	"github.com/kubehistory/kubehistory/pkg/index"
+)
+
+// Options are every flag of kubehistory-apiserver.
+type Options struct {
+	RecommendedOptions *genericoptions.RecommendedOptions
+	Logs               *logs.Options
+
+	// DataDir holds the index, the embedded JetStream store and the Git caches.
+	DataDir string
+	// ServiceName and ServiceNamespace are the Service the APIService points at: the self-signed
+	// serving certificate carries <name>.<namespace>.svc, the name kube-apiserver verifies.
+	ServiceName      string
+	ServiceNamespace string
+
+	StdOut io.Writer
+	StdErr io.Writer
+}
+
+// NewOptions returns the defaults.
+func NewOptions(out, errOut io.Writer) *Options {
+	o := &Options{
+		RecommendedOptions: genericoptions.NewRecommendedOptions("", apiserver.Codecs.LegacyCodec(historyv1alpha1.SchemeGroupVersion)),
+		Logs:               logs.NewOptions(),
+		DataDir:            "/var/lib/kubehistory",
+		ServiceName:        "kubehistory-apiserver",
+		ServiceNamespace:   "kubehistory-system",
+		StdOut:             out,
+		StdErr:             errOut,
+	}
+	// History lives in bbolt and JetStream, not etcd; nothing is admitted because nothing is written.
+	o.RecommendedOptions.Etcd = nil
+	o.RecommendedOptions.Admission = nil
+	o.RecommendedOptions.SecureServing.BindAddress = netutils.ParseIPSloppy("127.0.0.1")
+	o.RecommendedOptions.SecureServing.BindPort = 8443
+	return o
+}
+
+// Flags returns the flags in named sections, for --help.
+func (o *Options) Flags() cliflag.NamedFlagSets {
+	var fss cliflag.NamedFlagSets
+	o.RecommendedOptions.SecureServing.AddFlags(fss.FlagSet("secure serving"))
+	o.RecommendedOptions.Authentication.AddFlags(fss.FlagSet("authentication"))
+	o.RecommendedOptions.Authorization.AddFlags(fss.FlagSet("authorization"))
+	o.RecommendedOptions.Audit.AddFlags(fss.FlagSet("auditing of history API requests"))
+	o.RecommendedOptions.Features.AddFlags(fss.FlagSet("features"))
+	o.RecommendedOptions.CoreAPI.AddFlags(fss.FlagSet("kubernetes API"))
+	o.RecommendedOptions.EgressSelector.AddFlags(fss.FlagSet("egress selector"))
+	o.RecommendedOptions.Traces.AddFlags(fss.FlagSet("traces"))
+	logsapi.AddFlags(o.Logs, fss.FlagSet("logging"))
+
+	fs := fss.FlagSet("kubehistory")
+	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "Directory for the history index (index.db), the embedded JetStream store and the Git caches.")
+	fs.StringVar(&o.ServiceName, "service-name", o.ServiceName, "Name of the Service the APIService points at; the self-signed serving certificate is valid for <service-name>.<service-namespace>.svc.")
+	fs.StringVar(&o.ServiceNamespace, "service-namespace", o.ServiceNamespace, "Namespace of that Service.")
+	return fss
+}
+
+// Validate gathers every option error.
+func (o *Options) Validate() error {
+	errs := o.RecommendedOptions.Validate()
+	if o.DataDir == "" {
+		errs = append(errs, fmt.Errorf("--data-dir is required"))
+	}
+	return utilerrors.NewAggregate(errs)
+}
+
+// Config builds the server configuration.
+func (o *Options) Config(idx *index.Index) (*apiserver.Config, error) {
+	svcDNS := fmt.Sprintf("%s.%s.svc", o.ServiceName, o.ServiceNamespace)
+	if err := o.RecommendedOptions.SecureServing.MaybeDefaultWithSelfSignedCerts("localhost",
+		[]string{svcDNS, svcDNS + ".cluster.local"}, []net.IP{netutils.ParseIPSloppy("127.0.0.1")}); err != nil {
+		return nil, fmt.Errorf("creating self-signed certificates: %w", err)
+	}
+	serverConfig := genericapiserver.NewRecommendedConfig(apiserver.Codecs)
+	serverConfig.EffectiveVersion = compatibility.DefaultBuildEffectiveVersion()
+
+	namer := openapinamer.NewDefinitionNamer(apiserver.Scheme)
+	serverConfig.OpenAPIConfig = genericapiserver.DefaultOpenAPIConfig(generatedopenapi.GetOpenAPIDefinitions, namer)
+	serverConfig.OpenAPIConfig.Info.Title = "kubehistory"
+	serverConfig.OpenAPIConfig.Info.Version = "v1alpha1"
+	serverConfig.OpenAPIV3Config = genericapiserver.DefaultOpenAPIV3Config(generatedopenapi.GetOpenAPIDefinitions, namer)
+	serverConfig.OpenAPIV3Config.Info.Title = "kubehistory"
+	serverConfig.OpenAPIV3Config.Info.Version = "v1alpha1"
+
+	if err := o.RecommendedOptions.ApplyTo(serverConfig); err != nil {
+		return nil, err
+	}
+	return &apiserver.Config{
+		GenericConfig: serverConfig,
+		ExtraConfig:   apiserver.ExtraConfig{Index: idx},
+	}, nil
+}
+
+// Run starts every stage and serves until ctx ends.
+func (o *Options) Run(ctx context.Context) error {
+	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+		return fmt.Errorf("creating --data-dir: %w", err)
+	}
+	idx, err := index.Open(filepath.Join(o.DataDir, "index.db"))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := idx.Close(); err != nil {
+			klog.ErrorS(err, "Closing index")
+		}
+	}()
+	config, err := o.Config(idx)
+	if err != nil {
+		return err
+	}
+	server, err := config.Complete().New()
+	if err != nil {
+		return err
+	}
+	server.GenericAPIServer.AddPostStartHookOrDie("start-kubehistory-informers", func(hookCtx genericapiserver.PostStartHookContext) error {
+		if config.GenericConfig.SharedInformerFactory != nil {
+			config.GenericConfig.SharedInformerFactory.Start(hookCtx.Done())
+		}
+		return nil
+	})
+	return server.GenericAPIServer.PrepareRun().RunWithContext(ctx)
+}
+
+// NewCommand returns the kubehistory-apiserver command.
+func NewCommand(ctx context.Context) *cobra.Command {
+	o := NewOptions(os.Stdout, os.Stderr)
+	cmd := &cobra.Command{
+		Use:   "kubehistory-apiserver",
+		Short: "Records who changed what in a Kubernetes cluster into Git, and serves that history as Kubernetes objects",
+		Long: `kubehistory-apiserver receives kube-apiserver audit webhook batches, queues accepted changes in
+NATS JetStream, commits them as sanitized YAML to Git authored as the actor, and serves the history
+(resourcechanges, clusterresourcechanges, repostatuses in history.kubehistory.io) as an aggregated API.`,
+		SilenceUsage: true,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if err := logsapi.ValidateAndApply(o.Logs, nil); err != nil {
+				return err
+			}
+			if err := o.Validate(); err != nil {
+				return err
+			}
+			return o.Run(c.Context())
+		},
+	}
+	cmd.SetContext(ctx)
+	fss := o.Flags()
+	fs := cmd.Flags()
+	for _, f := range fss.FlagSets {
+		fs.AddFlagSet(f)
+	}
+	cols, _, _ := term.TerminalSize(cmd.OutOrStdout())
+	cliflag.SetUsageAndHelpFunc(cmd, fss, cols)
+	return cmd
+}
+

@@ -1,0 +1,284 @@
+// Package index is each replica's local materialized view of the history: a bbolt file fed with the
+// committed records of stream KUBEHISTORY_HISTORY (or rebuilt from Git trailers). The history API reads
+// only from here, so it never blocks on NATS or Git. The stream sequence of a record is its index
+// sequence and the resourceVersion the API shows, so every replica agrees on resourceVersions.
+package index
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/change"
+)
+
+var (
+	bucketChanges  = []byte("changes")   // seq -> Entry JSON
+	bucketNames    = []byte("names")     // scope key + name -> seq
+	bucketIDs      = []byte("changeids") // changeID -> seq
+	bucketRepos    = []byte("repostatus")
+	bucketMeta     = []byte("meta")
+	keyLastSeq     = []byte("lastSeq")
+	keySchema      = []byte("schema")
+	schemaVersion  = []byte("1")
+	errStopListing = errors.New("stop")
+)
+
+// Entry is one indexed change: the record with the name and sequence the API serves it under.
+type Entry struct {
+	// Seq is the index sequence (the KUBEHISTORY_HISTORY stream sequence).
+	Seq uint64 `json:"seq"`
+	// Name is the API object name; names sort by change time.
+	Name string `json:"name"`
+	// Record is the committed change.
+	Record change.Record `json:"record"`
+}
+
+// Namespace is the namespace the entry is served in: the object's namespace, empty for cluster changes.
+func (e *Entry) Namespace() string {
+	if e.Record.Cluster {
+		return ""
+	}
+	return e.Record.Object.Namespace
+}
+
+// Index is a bbolt-backed history index. Safe for concurrent use.
+type Index struct {
+	db *bolt.DB
+}
+
+// Open opens (creating when missing) the index file at path.
+func Open(path string) (*Index, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("opening index %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketChanges, bucketNames, bucketIDs, bucketRepos, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		if v := meta.Get(keySchema); v != nil && string(v) != string(schemaVersion) {
+			return fmt.Errorf("index schema %q is not %q: rebuild the index", v, schemaVersion)
+		}
+		return meta.Put(keySchema, schemaVersion)
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("initializing index %s: %w", path, err)
+	}
+	return &Index{db: db}, nil
+}
+
+// Close closes the file.
+func (x *Index) Close() error { return x.db.Close() }
+
+// EntryName is the API name of a record: its change time, then a prefix of its change ID, so names sort
+// by time and are the same on every replica and after a rebuild.
+func EntryName(rec *change.Record) string {
+	id := rec.ChangeID
+	if len(id) > 10 {
+		id = id[:10]
+	}
+	return rec.ChangeTime.UTC().Format("20060102-150405.000000") + "-" + id
+}
+
+func seqKey(seq uint64) []byte {
+	k := make([]byte, 8)
+	binary.BigEndian.PutUint64(k, seq)
+	return k
+}
+
+func nameKey(cluster bool, namespace, name string) []byte {
+	scope := "n/" + namespace
+	if cluster {
+		scope = "c/"
+	}
+	return []byte(scope + "/" + name)
+}
+
+// Add indexes a record under seq. A record whose change ID is already indexed is skipped (the stream may
+// redeliver), and so is a seq at or below the last one seen. It reports whether the record was added.
+func (x *Index) Add(seq uint64, rec change.Record) (bool, error) {
+	if rec.ChangeID == "" {
+		return false, fmt.Errorf("record at seq %d has no change ID", seq)
+	}
+	added := false
+	err := x.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if last := meta.Get(keyLastSeq); last != nil && binary.BigEndian.Uint64(last) >= seq {
+			return nil
+		}
+		if err := meta.Put(keyLastSeq, seqKey(seq)); err != nil {
+			return err
+		}
+		ids := tx.Bucket(bucketIDs)
+		if ids.Get([]byte(rec.ChangeID)) != nil {
+			return nil
+		}
+		e := Entry{Seq: seq, Name: EntryName(&rec), Record: rec}
+		data, err := json.Marshal(&e)
+		if err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketChanges).Put(seqKey(seq), data); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketNames).Put(nameKey(rec.Cluster, e.Namespace(), e.Name), seqKey(seq)); err != nil {
+			return err
+		}
+		added = true
+		return ids.Put([]byte(rec.ChangeID), seqKey(seq))
+	})
+	return added, err
+}
+
+// LastSeq is the highest sequence the index has seen; a consumer resumes after it.
+func (x *Index) LastSeq() (uint64, error) {
+	var seq uint64
+	err := x.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(keyLastSeq); v != nil {
+			seq = binary.BigEndian.Uint64(v)
+		}
+		return nil
+	})
+	return seq, err
+}
+
+// Get returns the entry with this name in the scope, or found=false.
+func (x *Index) Get(cluster bool, namespace, name string) (Entry, bool, error) {
+	var e Entry
+	found := false
+	err := x.db.View(func(tx *bolt.Tx) error {
+		seq := tx.Bucket(bucketNames).Get(nameKey(cluster, namespace, name))
+		if seq == nil {
+			return nil
+		}
+		data := tx.Bucket(bucketChanges).Get(seq)
+		if data == nil {
+			return nil
+		}
+		found = true
+		return json.Unmarshal(data, &e)
+	})
+	return e, found, err
+}
+
+// ListOptions select entries for List.
+type ListOptions struct {
+	// Cluster selects cluster changes (true) or namespaced ones.
+	Cluster bool
+	// Namespace limits namespaced changes to one namespace; empty means all.
+	Namespace string
+	// AfterSeq starts after this sequence (paging).
+	AfterSeq uint64
+	// Limit stops after this many matching entries; 0 means no limit.
+	Limit int
+	// Match, when set, keeps only entries it returns true for.
+	Match func(*Entry) bool
+}
+
+// ListResult is a page of entries.
+type ListResult struct {
+	Items []Entry
+	// LastSeq is the index's last sequence when the list was read (the list's resourceVersion).
+	LastSeq uint64
+	// More is true when matching entries remain after the last item.
+	More bool
+}
+
+// List returns entries in sequence order (which is commit order).
+func (x *Index) List(opts ListOptions) (ListResult, error) {
+	var res ListResult
+	err := x.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(keyLastSeq); v != nil {
+			res.LastSeq = binary.BigEndian.Uint64(v)
+		}
+		c := tx.Bucket(bucketChanges).Cursor()
+		k, v := c.Seek(seqKey(opts.AfterSeq + 1))
+		for ; k != nil; k, v = c.Next() {
+			var e Entry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("decoding entry %d: %w", binary.BigEndian.Uint64(k), err)
+			}
+			if e.Record.Cluster != opts.Cluster {
+				continue
+			}
+			if !opts.Cluster && opts.Namespace != "" && e.Record.Object.Namespace != opts.Namespace {
+				continue
+			}
+			if opts.Match != nil && !opts.Match(&e) {
+				continue
+			}
+			if opts.Limit > 0 && len(res.Items) == opts.Limit {
+				res.More = true
+				return errStopListing
+			}
+			res.Items = append(res.Items, e)
+		}
+		return nil
+	})
+	if errors.Is(err, errStopListing) {
+		err = nil
+	}
+	return res, err
+}
+
+// PutRepoStatus stores the latest RepoStatus of a destination.
+func (x *Index) PutRepoStatus(rs *historyv1alpha1.RepoStatus) error {
+	data, err := json.Marshal(rs)
+	if err != nil {
+		return err
+	}
+	return x.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRepos).Put([]byte(rs.Namespace+"/"+rs.Name), data)
+	})
+}
+
+// GetRepoStatus returns the RepoStatus of a destination, or found=false.
+func (x *Index) GetRepoStatus(namespace, name string) (*historyv1alpha1.RepoStatus, bool, error) {
+	var rs *historyv1alpha1.RepoStatus
+	err := x.db.View(func(tx *bolt.Tx) error {
+		data := tx.Bucket(bucketRepos).Get([]byte(namespace + "/" + name))
+		if data == nil {
+			return nil
+		}
+		rs = &historyv1alpha1.RepoStatus{}
+		return json.Unmarshal(data, rs)
+	})
+	return rs, rs != nil, err
+}
+
+// ListRepoStatuses returns the RepoStatuses of a namespace (all namespaces when empty), by name.
+func (x *Index) ListRepoStatuses(namespace string) ([]historyv1alpha1.RepoStatus, error) {
+	var out []historyv1alpha1.RepoStatus
+	err := x.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketRepos).Cursor()
+		prefix := []byte(namespace + "/")
+		var k, v []byte
+		if namespace == "" {
+			k, v = c.First()
+		} else {
+			k, v = c.Seek(prefix)
+		}
+		for ; k != nil; k, v = c.Next() {
+			if namespace != "" && (len(k) < len(prefix) || string(k[:len(prefix)]) != string(prefix)) {
+				break
+			}
+			var rs historyv1alpha1.RepoStatus
+			if err := json.Unmarshal(v, &rs); err != nil {
+				return err
+			}
+			out = append(out, rs)
+		}
+		return nil
+	})
+	return out, err
+}

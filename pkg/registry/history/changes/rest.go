@@ -1,0 +1,159 @@
+// Package changes is the REST storage of resourcechanges (namespaced) and clusterresourcechanges
+// (cluster-scoped): read-only get and list over the index, with a table for kubectl.
+package changes
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
+	"k8s.io/apiserver/pkg/registry/rest"
+
+	"github.com/kubehistory/kubehistory/apis/history"
+	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/index"
+	"github.com/kubehistory/kubehistory/pkg/registry"
+)
+
+// REST serves one of the two change resources.
+type REST struct {
+	reader  registry.ChangeReader
+	cluster bool
+}
+
+var (
+	_ rest.Storage              = &REST{}
+	_ rest.Scoper               = &REST{}
+	_ rest.SingularNameProvider = &REST{}
+	_ rest.Getter               = &REST{}
+	_ rest.Lister               = &REST{}
+	_ rest.TableConvertor       = &REST{}
+	_ rest.ShortNamesProvider   = &REST{}
+	_ rest.CategoriesProvider   = &REST{}
+)
+
+// NewResourceChanges returns the storage of the namespaced resourcechanges.
+func NewResourceChanges(reader registry.ChangeReader) *REST { return &REST{reader: reader} }
+
+// NewClusterResourceChanges returns the storage of the cluster-scoped clusterresourcechanges.
+func NewClusterResourceChanges(reader registry.ChangeReader) *REST {
+	return &REST{reader: reader, cluster: true}
+}
+
+// New implements rest.Storage.
+func (r *REST) New() runtime.Object {
+	if r.cluster {
+		return &history.ClusterResourceChange{}
+	}
+	return &history.ResourceChange{}
+}
+
+// Destroy implements rest.Storage. The index is closed by its owner.
+func (r *REST) Destroy() {}
+
+// NamespaceScoped implements rest.Scoper.
+func (r *REST) NamespaceScoped() bool { return !r.cluster }
+
+// GetSingularName implements rest.SingularNameProvider.
+func (r *REST) GetSingularName() string {
+	if r.cluster {
+		return "clusterresourcechange"
+	}
+	return "resourcechange"
+}
+
+// ShortNames implements rest.ShortNamesProvider.
+func (r *REST) ShortNames() []string {
+	if r.cluster {
+		return []string{"crc"}
+	}
+	return []string{"rc"}
+}
+
+// Categories implements rest.CategoriesProvider: `kubectl get history` lists both change kinds.
+func (r *REST) Categories() []string { return []string{"history", "kubehistory"} }
+
+// NewList implements rest.Lister.
+func (r *REST) NewList() runtime.Object {
+	if r.cluster {
+		return &history.ClusterResourceChangeList{}
+	}
+	return &history.ResourceChangeList{}
+}
+
+// Get implements rest.Getter.
+func (r *REST) Get(ctx context.Context, name string, _ *metav1.GetOptions) (runtime.Object, error) {
+	namespace := genericapirequest.NamespaceValue(ctx)
+	e, found, err := r.reader.Get(r.cluster, namespace, name)
+	if err != nil {
+		return nil, apierrors.NewInternalError(fmt.Errorf("reading index: %w", err))
+	}
+	if !found {
+		return nil, apierrors.NewNotFound(r.groupResource(), name)
+	}
+	return r.toObject(&e)
+}
+
+// List implements rest.Lister.
+func (r *REST) List(ctx context.Context, options *metainternalversion.ListOptions) (runtime.Object, error) {
+	namespace := genericapirequest.NamespaceValue(ctx)
+	res, err := r.reader.List(index.ListOptions{Cluster: r.cluster, Namespace: namespace})
+	if err != nil {
+		return nil, apierrors.NewInternalError(fmt.Errorf("reading index: %w", err))
+	}
+	rv := strconv.FormatUint(res.LastSeq, 10)
+	if r.cluster {
+		list := &history.ClusterResourceChangeList{ListMeta: metav1.ListMeta{ResourceVersion: rv}}
+		for i := range res.Items {
+			obj, err := r.toObject(&res.Items[i])
+			if err != nil {
+				return nil, err
+			}
+			list.Items = append(list.Items, *obj.(*history.ClusterResourceChange))
+		}
+		return list, nil
+	}
+	list := &history.ResourceChangeList{ListMeta: metav1.ListMeta{ResourceVersion: rv}}
+	for i := range res.Items {
+		obj, err := r.toObject(&res.Items[i])
+		if err != nil {
+			return nil, err
+		}
+		list.Items = append(list.Items, *obj.(*history.ResourceChange))
+	}
+	return list, nil
+}
+
+func (r *REST) groupResource() schema.GroupResource {
+	if r.cluster {
+		return history.Resource("clusterresourcechanges")
+	}
+	return history.Resource("resourcechanges")
+}
+
+// toObject builds the internal API object of an entry.
+func (r *REST) toObject(e *index.Entry) (runtime.Object, error) {
+	var c history.Change
+	if err := historyv1alpha1.Convert_v1alpha1_Change_To_history_Change(&e.Record.Change, &c, nil); err != nil {
+		return nil, apierrors.NewInternalError(fmt.Errorf("converting entry %d: %w", e.Seq, err))
+	}
+	meta := metav1.ObjectMeta{
+		Name:              e.Name,
+		Namespace:         e.Namespace(),
+		ResourceVersion:   strconv.FormatUint(e.Seq, 10),
+		UID:               types.UID(e.Record.ChangeID),
+		CreationTimestamp: metav1.NewTime(e.Record.ChangeTime.Time),
+		Labels:            Labels(&e.Record),
+	}
+	if r.cluster {
+		return &history.ClusterResourceChange{ObjectMeta: meta, Change: c}, nil
+	}
+	return &history.ResourceChange{ObjectMeta: meta, Change: c}, nil
+}

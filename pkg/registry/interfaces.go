@@ -1,0 +1,23 @@
+package registry
+
+import (
+	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/index"
+)
+
+// ChangeReader is what the change resources need from the index.
+type ChangeReader interface {
+	Get(cluster bool, namespace, name string) (index.Entry, bool, error)
+	List(opts index.ListOptions) (index.ListResult, error)
+}
+
+// RepoStatusReader is what the repostatuses resource needs from the index.
+type RepoStatusReader interface {
+	GetRepoStatus(namespace, name string) (*historyv1alpha1.RepoStatus, bool, error)
+	ListRepoStatuses(namespace string) ([]historyv1alpha1.RepoStatus, error)
+}
+
+var (
+	_ ChangeReader     = &index.Index{}
+	_ RepoStatusReader = &index.Index{}
+)
