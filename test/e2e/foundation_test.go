@@ -1,0 +1,321 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/change"
+	"github.com/kubehistory/kubehistory/pkg/index"
+	"github.com/kubehistory/kubehistory/test/framework"
+)
+
+type seededEntries struct {
+	namespaced, cluster string
+}
+
+// seedIndex writes two committed records and a RepoStatus into the index before kubehistory starts, so
+// get, list and the table are checked on real data served from the bbolt file.
+func seedIndex(dataDir string) error {
+	idx, err := index.Open(filepath.Join(dataDir, "index.db"))
+	if err != nil {
+		return err
+	}
+	defer idx.Close()
+	when := metav1.NewMicroTime(time.Date(2026, 11, 26, 9, 30, 0, 0, time.UTC))
+	ns := change.Record{Change: historyv1alpha1.Change{
+		Object:     historyv1alpha1.ChangedObject{Version: "v1", Resource: "configmaps", Kind: "ConfigMap", Namespace: "team-a", Name: "web", UID: "u-1", ResourceVersion: "42"},
+		Verb:       historyv1alpha1.VerbUpdate,
+		Actor:      historyv1alpha1.Actor{Username: "alice", Groups: []string{"team-a"}},
+		Source:     historyv1alpha1.SourceAudit,
+		AuditID:    "0b7f6a0e-1111-2222-3333-444455556666",
+		ChangeID:   "a1b2c3d4e5f60718293a4b5c6d7e8f90",
+		ChangeTime: when,
+		Git:        historyv1alpha1.GitLink{Destination: "main", DestinationNamespace: "team-a", Branch: "main", Commit: "0123456789abcdef0123456789abcdef01234567", Path: "team-a/core/configmaps/web.yaml"},
+		Diff:       "--- a/team-a/core/configmaps/web.yaml\n+++ b/team-a/core/configmaps/web.yaml\n@@ -3 +3 @@\n-  color: blue\n+  color: green\n",
+	}}
+	cl := change.Record{Cluster: true, Change: historyv1alpha1.Change{
+		Object:     historyv1alpha1.ChangedObject{Version: "v1", Resource: "namespaces", Kind: "Namespace", Name: "team-b"},
+		Verb:       historyv1alpha1.VerbCreate,
+		Actor:      historyv1alpha1.Actor{Username: "bob", Impersonator: &historyv1alpha1.Impersonator{Username: "admin"}},
+		Source:     historyv1alpha1.SourceAudit,
+		ChangeID:   "ffeeddccbbaa99887766554433221100",
+		ChangeTime: metav1.NewMicroTime(when.Add(time.Minute)),
+	}}
+	for i, r := range []change.Record{ns, cl} {
+		if _, err := idx.Add(uint64(i+1), r); err != nil {
+			return err
+		}
+	}
+	env.seeded = seededEntries{namespaced: index.EntryName(&ns), cluster: index.EntryName(&cl)}
+	return idx.PutRepoStatus(&historyv1alpha1.RepoStatus{
+		ObjectMeta: metav1.ObjectMeta{Name: "main", Namespace: "team-a", ResourceVersion: "7"},
+		Repository: "file:///srv/git/history.git", Branch: "main", HeadCommit: ns.Git.Commit,
+		Conditions: []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Pushed", LastTransitionTime: metav1.Now()}},
+	})
+}
+
+func kubectl(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := framework.KubectlRun(context.Background(), env.plane.AdminKubeconfig, "", args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func kubectlAs(kubeconfig, stdin string, args ...string) (string, error) {
+	return framework.KubectlRun(context.Background(), kubeconfig, stdin, args...)
+}
+
+func TestAPIServiceAvailableWithCABundle(t *testing.T) {
+	var svc struct {
+		Spec struct {
+			CABundle              []byte `json:"caBundle"`
+			InsecureSkipTLSVerify bool   `json:"insecureSkipTLSVerify"`
+		} `json:"spec"`
+		Status struct {
+			Conditions []metav1.Condition `json:"conditions"`
+		} `json:"status"`
+	}
+	if err := json.Unmarshal([]byte(kubectl(t, "get", "apiservice", "v1alpha1.history.kubehistory.io", "-o", "json")), &svc); err != nil {
+		t.Fatal(err)
+	}
+	if len(svc.Spec.CABundle) == 0 || !strings.Contains(string(svc.Spec.CABundle), "BEGIN CERTIFICATE") {
+		t.Errorf("caBundle is not a PEM certificate: %q", svc.Spec.CABundle)
+	}
+	if svc.Spec.InsecureSkipTLSVerify {
+		t.Error("insecureSkipTLSVerify is set")
+	}
+	available := false
+	for _, c := range svc.Status.Conditions {
+		if c.Type == "Available" && c.Status == metav1.ConditionTrue {
+			available = true
+		}
+	}
+	if !available {
+		t.Errorf("APIService not Available: %+v", svc.Status.Conditions)
+	}
+}
+
+func TestAPIResourcesReadOnly(t *testing.T) {
+	out := kubectl(t, "api-resources", "--api-group=history.kubehistory.io", "-o", "wide", "--no-headers")
+	want := map[string]bool{"resourcechanges": true, "clusterresourcechanges": false, "repostatuses": true}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != len(want) {
+		t.Fatalf("want %d resources, got:\n%s", len(want), out)
+	}
+	for _, line := range lines {
+		fields := strings.Fields(line)
+		namespaced, ok := want[fields[0]]
+		if !ok {
+			t.Errorf("unexpected resource line %q", line)
+			continue
+		}
+		if !strings.Contains(line, "[get list]") {
+			t.Errorf("%s: verbs are not exactly [get list]: %q", fields[0], line)
+		}
+		if strings.Contains(line, " true ") != namespaced {
+			t.Errorf("%s: namespaced should be %v: %q", fields[0], namespaced, line)
+		}
+	}
+}
+
+func TestListGetAndTable(t *testing.T) {
+	out := kubectl(t, "get", "resourcechanges", "-A")
+	for _, want := range []string{env.seeded.namespaced, "team-a", "update", "configmaps/web", "alice", "01234567", "TIME", "ACTOR", "COMMIT"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("kubectl get resourcechanges -A: missing %q in:\n%s", want, out)
+		}
+	}
+	wide := kubectl(t, "get", "resourcechanges", "-n", "team-a", "-o", "wide")
+	for _, want := range []string{"SOURCE", "DESTINATION", "team-a/core/configmaps/web.yaml", "audit"} {
+		if !strings.Contains(wide, want) {
+			t.Errorf("-o wide: missing %q in:\n%s", want, wide)
+		}
+	}
+	if out := kubectl(t, "get", "resourcechanges", "-n", "default"); strings.Contains(out, env.seeded.namespaced) {
+		t.Errorf("namespace default shows team-a's change:\n%s", out)
+	}
+	var rc historyv1alpha1.ResourceChange
+	if err := json.Unmarshal([]byte(kubectl(t, "get", "resourcechange", env.seeded.namespaced, "-n", "team-a", "-o", "json")), &rc); err != nil {
+		t.Fatal(err)
+	}
+	if rc.Actor.Username != "alice" || rc.Git.Commit == "" || !strings.Contains(rc.Diff, "+  color: green") || rc.ResourceVersion != "1" {
+		t.Errorf("get returned %+v", rc)
+	}
+	if _, err := kubectlAs(env.plane.AdminKubeconfig, "", "get", "resourcechange", "does-not-exist", "-n", "team-a"); err == nil || !strings.Contains(err.Error(), "NotFound") {
+		t.Errorf("get of a missing change: want NotFound, got %v", err)
+	}
+	crc := kubectl(t, "get", "clusterresourcechanges")
+	if !strings.Contains(crc, env.seeded.cluster) || !strings.Contains(crc, "bob (via admin)") {
+		t.Errorf("clusterresourcechanges:\n%s", crc)
+	}
+	rs := kubectl(t, "get", "repostatuses", "-n", "team-a")
+	if !strings.Contains(rs, "main") || !strings.Contains(rs, "True") {
+		t.Errorf("repostatuses:\n%s", rs)
+	}
+}
+
+func TestExplain(t *testing.T) {
+	out := kubectl(t, "explain", "resourcechange")
+	for _, want := range []string{"ResourceChange is one persisted change", "actor", "changeTime", "diff", "git", "markers", "verb"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("kubectl explain resourcechange: missing %q in:\n%s", want, out)
+		}
+	}
+	out = kubectl(t, "explain", "resourcechange.actor.impersonator")
+	if !strings.Contains(out, "username of the impersonating user") {
+		t.Errorf("kubectl explain resourcechange.actor.impersonator:\n%s", out)
+	}
+	out = kubectl(t, "explain", "repostatus.pendingChanges")
+	if !strings.Contains(out, "how many accepted changes wait to be committed") {
+		t.Errorf("kubectl explain repostatus.pendingChanges:\n%s", out)
+	}
+}
+
+func TestCreateIsRefused(t *testing.T) {
+	obj := `apiVersion: history.kubehistory.io/v1alpha1
+kind: ResourceChange
+metadata: {name: forged, namespace: team-a}
+object: {version: v1, resource: configmaps, name: web}
+verb: delete
+source: audit
+changeID: forged
+changeTime: "2026-11-26T10:00:00.000000Z"
+`
+	_, err := kubectlAs(env.plane.AdminKubeconfig, obj, "create", "-f", "-")
+	if err == nil || !strings.Contains(err.Error(), "MethodNotAllowed") && !strings.Contains(err.Error(), "does not allow this method") {
+		t.Fatalf("creating a ResourceChange: want MethodNotAllowed, got %v", err)
+	}
+	if _, err := kubectlAs(env.plane.AdminKubeconfig, "", "delete", "resourcechange", env.seeded.namespaced, "-n", "team-a"); err == nil {
+		t.Fatal("deleting a ResourceChange succeeded")
+	}
+}
+
+func TestWatchRuleValidation(t *testing.T) {
+	kubectl(t, "create", "namespace", "rules-test")
+	valid := `apiVersion: config.kubehistory.io/v1alpha1
+kind: WatchRule
+metadata: {name: configmaps, namespace: rules-test}
+spec:
+  destinationRef: {name: main}
+  rules:
+  - apiGroups: [""]
+    resources: ["configmaps"]
+  objectSelector:
+    matchExpressions:
+    - {key: tier, operator: In, values: [web]}
+  ignoreUsers: ["system:serviceaccount:kube-system:some-controller"]
+`
+	if _, err := kubectlAs(env.plane.AdminKubeconfig, valid, "apply", "-f", "-"); err != nil {
+		t.Fatalf("valid WatchRule refused: %v", err)
+	}
+	cases := []struct {
+		name, yaml, want string
+	}{
+		{"unknown field", strings.Replace(valid, "ignoreUsers:", "ignoredUsers:", 1), `unknown field "spec.ignoredUsers"`},
+		{"bad selector operator", strings.Replace(valid, "operator: In", "operator: Equals", 1), "matchExpressions operator must be one of In, NotIn, Exists, DoesNotExist"},
+		{"In without values", strings.Replace(valid, "operator: In, values: [web]", "operator: In", 1), "values must be non-empty for In and NotIn"},
+		{"bad resource name", strings.Replace(valid, `resources: ["configmaps"]`, `resources: ["Config Maps"]`, 1), "spec.rules[0].resources[0]"},
+		{"no rules", strings.Replace(valid, "  rules:\n  - apiGroups: [\"\"]\n    resources: [\"configmaps\"]\n", "  rules: []\n", 1), "spec.rules"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			yaml := strings.Replace(tc.yaml, "name: configmaps,", "name: invalid,", 1)
+			_, err := kubectlAs(env.plane.AdminKubeconfig, yaml, "apply", "-f", "-")
+			if err == nil {
+				t.Fatal("invalid WatchRule accepted")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("want message containing %q, got %v", tc.want, err)
+			}
+		})
+	}
+	if out, _ := kubectlAs(env.plane.AdminKubeconfig, "", "get", "watchrule", "invalid", "-n", "rules-test", "--ignore-not-found"); strings.TrimSpace(out) != "" {
+		t.Errorf("an invalid WatchRule was stored: %s", out)
+	}
+
+	dest := `apiVersion: config.kubehistory.io/v1alpha1
+kind: GitDestination
+metadata: {name: main, namespace: rules-test}
+spec:
+  url: file:///srv/git/history.git
+`
+	if _, err := kubectlAs(env.plane.AdminKubeconfig, dest, "apply", "-f", "-"); err != nil {
+		t.Fatalf("valid GitDestination refused: %v", err)
+	}
+	var gd struct {
+		Spec struct {
+			Branch       string `json:"branch"`
+			CommitWindow string `json:"commitWindow"`
+			OrphanPolicy string `json:"orphanPolicy"`
+		} `json:"spec"`
+	}
+	if err := json.Unmarshal([]byte(kubectl(t, "get", "gitdestination", "main", "-n", "rules-test", "-o", "json")), &gd); err != nil {
+		t.Fatal(err)
+	}
+	if gd.Spec.Branch != "main" || gd.Spec.CommitWindow != "1s" || gd.Spec.OrphanPolicy != "Report" {
+		t.Errorf("GitDestination defaults not applied: %+v", gd.Spec)
+	}
+	if _, err := kubectlAs(env.plane.AdminKubeconfig, strings.Replace(dest, "file:///srv/git/history.git", "ftp://example/x", 1), "apply", "-f", "-"); err == nil || !strings.Contains(err.Error(), "url must be") {
+		t.Errorf("GitDestination with an ftp URL: want a url error, got %v", err)
+	}
+	cwr := `apiVersion: config.kubehistory.io/v1alpha1
+kind: ClusterWatchRule
+metadata: {name: namespaces}
+spec:
+  destinationRef: {name: main, namespace: rules-test}
+  rules:
+  - apiGroups: [""]
+    resources: ["namespaces"]
+    scope: Cluster
+`
+	if _, err := kubectlAs(env.plane.AdminKubeconfig, cwr, "apply", "-f", "-"); err != nil {
+		t.Fatalf("valid ClusterWatchRule refused: %v", err)
+	}
+	if _, err := kubectlAs(env.plane.AdminKubeconfig, strings.Replace(cwr, "scope: Cluster", "scope: Everywhere", 1), "apply", "-f", "-"); err == nil || !strings.Contains(err.Error(), "Unsupported value") {
+		t.Errorf("ClusterWatchRule with a bad scope: want Unsupported value, got %v", err)
+	}
+}
+
+func TestRBAC(t *testing.T) {
+	ctx := context.Background()
+	nobody, err := env.plane.Kubeconfig("nobody")
+	if err != nil {
+		t.Fatal(err)
+	}
+	viewer, err := env.plane.Kubeconfig("viewer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := framework.KubectlRun(ctx, env.plane.AdminKubeconfig, "", "create", "rolebinding", "viewer-history", "-n", "team-a",
+		"--clusterrole=kubehistory:history-viewer", "--user=viewer"); err != nil {
+		if !strings.Contains(err.Error(), "NotFound") {
+			t.Fatal(err)
+		}
+		kubectl(t, "create", "namespace", "team-a")
+		kubectl(t, "create", "rolebinding", "viewer-history", "-n", "team-a", "--clusterrole=kubehistory:history-viewer", "--user=viewer")
+	}
+	if _, err := kubectlAs(nobody, "", "get", "resourcechanges", "-n", "team-a"); err == nil || !strings.Contains(err.Error(), "Forbidden") {
+		t.Errorf("user without RBAC: want Forbidden, got %v", err)
+	}
+	if err := framework.WaitFor(ctx, 30*time.Second, func() error {
+		out, err := kubectlAs(viewer, "", "get", "resourcechanges", "-n", "team-a")
+		if err == nil && !strings.Contains(out, env.seeded.namespaced) {
+			t.Fatalf("viewer lists team-a but misses %s:\n%s", env.seeded.namespaced, out)
+		}
+		return err
+	}); err != nil {
+		t.Errorf("user bound to kubehistory:history-viewer cannot list: %v", err)
+	}
+	if _, err := kubectlAs(viewer, "", "get", "resourcechanges", "-n", "default"); err == nil || !strings.Contains(err.Error(), "Forbidden") {
+		t.Errorf("viewer of team-a listing default: want Forbidden, got %v", err)
+	}
+}

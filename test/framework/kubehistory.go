@@ -1,0 +1,200 @@
+package framework
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Kubectl is the real kubectl the tests drive.
+var Kubectl = "/usr/bin/kubectl"
+
+// KubectlRun runs kubectl with the kubeconfig and returns stdout; stderr is in the error.
+func KubectlRun(ctx context.Context, kubeconfig string, stdin string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, Kubectl, append([]string{"--kubeconfig", kubeconfig}, args...)...)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
+	var out, errb bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &errb
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+	}
+	return out.String(), nil
+}
+
+var buildOnce sync.Mutex
+
+// BuildKubehistory builds kubehistory-apiserver into dir and returns its path.
+func BuildKubehistory(dir string, log io.Writer) (string, error) {
+	buildOnce.Lock()
+	defer buildOnce.Unlock()
+	out := filepath.Join(dir, "kubehistory-apiserver")
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/kubehistory-apiserver")
+	cmd.Dir = RepoRoot()
+	cmd.Stdout = log
+	cmd.Stderr = log
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("building kubehistory-apiserver: %w", err)
+	}
+	return out, nil
+}
+
+// Kubehistory is a kubehistory-apiserver process wired into a Plane.
+type Kubehistory struct {
+	Plane    *Plane
+	Dir      string
+	Port     int
+	CA       *CA
+	Identity string // kubeconfig of kubehistory's own identity
+	Cmd      *exec.Cmd
+}
+
+// InstallOptions tune InstallKubehistory.
+type InstallOptions struct {
+	// Binary is a built kubehistory-apiserver; empty builds one.
+	Binary string
+	// ExtraArgs are appended to the command line.
+	ExtraArgs []string
+	// Detach lets the process outlive the caller (the demo).
+	Detach bool
+	// BeforeStart, when set, runs with the data directory before the process starts (to seed it).
+	BeforeStart func(dataDir string) error
+}
+
+// ServiceAccountUser is the username kubehistory authenticates as; the RBAC in artifacts/ names the
+// ServiceAccount, which RBAC matches by this username, so a client certificate with this CN works.
+const ServiceAccountUser = "system:serviceaccount:kubehistory-system:kubehistory-apiserver"
+
+// InstallKubehistory applies artifacts/ (namespace, CRDs, RBAC, the local ExternalName Service), starts
+// kubehistory-apiserver with a serving certificate from its own CA, waits for its /readyz, registers the
+// APIService with that CA as caBundle and waits until the aggregator reports it Available.
+func (p *Plane) InstallKubehistory(ctx context.Context, o InstallOptions) (*Kubehistory, error) {
+	k := &Kubehistory{Plane: p, Dir: filepath.Join(p.Dir, "kubehistory")}
+	if err := os.MkdirAll(k.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	var err error
+	if o.Binary == "" {
+		if o.Binary, err = BuildKubehistory(k.Dir, p.log); err != nil {
+			return nil, err
+		}
+	}
+	if k.Port, err = FreePort(); err != nil {
+		return nil, err
+	}
+	if k.CA, err = NewCA(p.pki(), "kubehistory-ca"); err != nil {
+		return nil, err
+	}
+	serving, err := k.CA.Issue(p.pki(), "kubehistory-serving", CertOptions{
+		CommonName: "kubehistory-apiserver", Server: true,
+		DNSNames: []string{"kubehistory-apiserver.kubehistory-system.svc", "kubehistory-apiserver.kubehistory-system.svc.cluster.local", "localhost"},
+		IPs:      []net.IP{net.ParseIP("127.0.0.1")},
+	})
+	if err != nil {
+		return nil, err
+	}
+	if k.Identity, err = p.Kubeconfig(ServiceAccountUser, "system:serviceaccounts", "system:serviceaccounts:kubehistory-system"); err != nil {
+		return nil, err
+	}
+	vars := map[string]string{"KUBEHISTORY_PORT": fmt.Sprint(k.Port)}
+	for _, f := range []string{"namespace.yaml", "crds", "rbac", "local/service.yaml"} {
+		if err := p.ApplyArtifact(ctx, f, vars); err != nil {
+			return nil, err
+		}
+	}
+	if err := WaitFor(ctx, 30*time.Second, func() error {
+		_, err := KubectlRun(ctx, p.AdminKubeconfig, "", "wait", "--for=condition=Established", "--timeout=5s",
+			"crd/watchrules.config.kubehistory.io", "crd/clusterwatchrules.config.kubehistory.io", "crd/gitdestinations.config.kubehistory.io")
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	args := []string{
+		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", k.Port),
+		"--tls-cert-file=" + serving.CertFile, "--tls-private-key-file=" + serving.KeyFile,
+		"--kubeconfig=" + k.Identity,
+		"--authentication-kubeconfig=" + k.Identity,
+		"--authorization-kubeconfig=" + k.Identity,
+		"--data-dir=" + filepath.Join(k.Dir, "data"),
+	}
+	args = append(args, o.ExtraArgs...)
+	if o.BeforeStart != nil {
+		dataDir := filepath.Join(k.Dir, "data")
+		if err := os.MkdirAll(dataDir, 0o700); err != nil {
+			return nil, err
+		}
+		if err := o.BeforeStart(dataDir); err != nil {
+			return nil, err
+		}
+	}
+	if k.Cmd, err = p.start("kubehistory-apiserver", o.Detach, append([]string{o.Binary}, args...)...); err != nil {
+		return nil, err
+	}
+	if err := WaitFor(ctx, 60*time.Second, func() error {
+		_, err := KubectlRun(ctx, p.AdminKubeconfig, "", "get", "--raw", "/readyz", "--server", fmt.Sprintf("https://127.0.0.1:%d", k.Port),
+			"--certificate-authority", k.CA.CertFile)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("kubehistory-apiserver not ready (log %s): %w", filepath.Join(p.Dir, "kubehistory-apiserver.log"), err)
+	}
+	caPEM, err := os.ReadFile(k.CA.CertFile)
+	if err != nil {
+		return nil, err
+	}
+	vars["CA_BUNDLE"] = base64.StdEncoding.EncodeToString(caPEM)
+	if err := p.ApplyArtifact(ctx, "apiservice.yaml", vars); err != nil {
+		return nil, err
+	}
+	if err := WaitFor(ctx, 90*time.Second, func() error {
+		_, err := KubectlRun(ctx, p.AdminKubeconfig, "", "wait", "--for=condition=Available", "--timeout=5s", "apiservice/v1alpha1.history.kubehistory.io")
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	return k, nil
+}
+
+// ApplyArtifact applies a file or folder under artifacts/, replacing ${VAR} with vars.
+func (p *Plane) ApplyArtifact(ctx context.Context, rel string, vars map[string]string) error {
+	root := filepath.Join(RepoRoot(), "artifacts", rel)
+	var files []string
+	if st, err := os.Stat(root); err != nil {
+		return err
+	} else if st.IsDir() {
+		if files, err = filepath.Glob(filepath.Join(root, "*.yaml")); err != nil {
+			return err
+		}
+	} else {
+		files = []string{root}
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		text := os.Expand(string(data), func(k string) string {
+			if v, ok := vars[k]; ok {
+				return v
+			}
+			return "${" + k + "}"
+		})
+		if strings.Contains(text, "${") {
+			return fmt.Errorf("%s: unreplaced variable in %q", f, text)
+		}
+		if _, err := KubectlRun(ctx, p.AdminKubeconfig, text, "apply", "--server-side", "--force-conflicts", "-f", "-"); err != nil {
+			return fmt.Errorf("applying %s: %w", f, err)
+		}
+	}
+	return nil
+}
