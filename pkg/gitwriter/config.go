@@ -1,0 +1,261 @@
+package gitwriter
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+
+	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/change"
+)
+
+// Defaults for the fields of Config left empty.
+const (
+	DefaultBranch             = "main"
+	DefaultCommitterName      = "kubehistory"
+	DefaultCommitterEmail     = "kubehistory@localhost"
+	DefaultAuthorEmailPattern = "{username}@users.kubehistory.local"
+	DefaultCommitWindow       = time.Second
+	DefaultMaxBatch           = 5000
+	DefaultAckWait            = 5 * time.Minute
+	DefaultMaxAckPending      = 20000
+	DefaultMaxDiffBytes       = 64 << 10
+	DefaultRetryInitial       = 500 * time.Millisecond
+	DefaultRetryMax           = time.Minute
+	DefaultIDRetention        = 7 * 24 * time.Hour
+)
+
+// Credentials for the repository, from the GitDestination's credentials Secret.
+type Credentials struct {
+	// Username and Password for HTTP(S) basic auth.
+	Username string
+	Password string
+	// Token for HTTP(S); sent as the basic-auth password (with Username, or "kubehistory"), which is
+	// what GitHub, GitLab, Gitea and Bitbucket accept for access tokens.
+	Token string
+	// SSHPrivateKey (PEM) and KnownHosts (known_hosts format) for ssh:// and user@host:path URLs.
+	// KnownHosts is required: a writer never trusts an unknown host key.
+	SSHPrivateKey []byte
+	KnownHosts    []byte
+}
+
+// Hooks let tests interrupt the writer at the points where a crash is hardest to survive.
+type Hooks struct {
+	// AfterPush runs after the push succeeded and before the records are published and the messages
+	// acked. An error stops Run as a crash would: nothing is published, acked or nacked.
+	AfterPush func() error
+}
+
+// Config is everything one writer needs; build it with ConfigFromGitDestination and set DataDir.
+type Config struct {
+	// Destination is the GitDestination this writer serves; it names the subject, the durable
+	// consumer, the cache directory and the RepoStatus key.
+	Destination change.DestinationRef
+	// URL of the repository (file://, http(s)://, ssh:// or user@host:path), without credentials.
+	URL         string
+	Branch      string
+	PathPrefix  string
+	Credentials Credentials
+	// CommitterName/CommitterEmail sign every commit; the author is the actor.
+	CommitterName  string
+	CommitterEmail string
+	// AuthorEmailPattern builds the author email, "{username}" replaced by the sanitized username.
+	AuthorEmailPattern string
+	// CommitWindow is how long changes are gathered before committing (one commit per actor).
+	CommitWindow time.Duration
+	// SensitiveResources ("resource.group") are hashed like Secrets.
+	SensitiveResources []string
+	// DataDir is the root of the writers' data; this writer keeps its bare clone and state under
+	// DataDir/<namespace>/<name>.
+	DataDir string
+	// Identity names this replica in RepoStatus.writer; defaults to the hostname.
+	Identity string
+	// MaxBatch bounds the changes committed in one window.
+	MaxBatch int
+	// AckWait and MaxAckPending of the durable consumer. While a push is retried the writer extends
+	// the ack deadline of the messages it holds, so AckWait only matters after a crash.
+	AckWait       time.Duration
+	MaxAckPending int
+	// MaxDiffBytes bounds Record.Diff (DiffTruncated set when cut).
+	MaxDiffBytes int
+	// RetryInitial and RetryMax bound the exponential backoff between failed attempts.
+	RetryInitial time.Duration
+	RetryMax     time.Duration
+	// IDRetention is how long committed change IDs are remembered for deduplication (a change
+	// redelivered or re-sent later than that would be committed again).
+	IDRetention time.Duration
+	// Hooks are for tests.
+	Hooks Hooks
+}
+
+// ConfigFromGitDestination builds the writer config of a GitDestination; secretData is the data of
+// its credentials Secret (nil when it has none). DataDir, Identity and the tuning fields keep their
+// defaults and may be set by the caller.
+func ConfigFromGitDestination(gd *configv1alpha1.GitDestination, secretData map[string][]byte) (Config, error) {
+	cfg := Config{
+		Destination:        change.DestinationRef{Namespace: gd.Namespace, Name: gd.Name},
+		URL:                gd.Spec.URL,
+		Branch:             gd.Spec.Branch,
+		PathPrefix:         gd.Spec.PathPrefix,
+		CommitterName:      gd.Spec.CommitIdentity.CommitterName,
+		CommitterEmail:     gd.Spec.CommitIdentity.CommitterEmail,
+		AuthorEmailPattern: gd.Spec.CommitIdentity.AuthorEmailPattern,
+		SensitiveResources: append([]string(nil), gd.Spec.SensitiveResources...),
+	}
+	if gd.Spec.CommitWindow != nil {
+		cfg.CommitWindow = gd.Spec.CommitWindow.Duration
+	}
+	if secretData != nil {
+		cfg.Credentials = Credentials{
+			Username:      string(secretData["username"]),
+			Password:      string(secretData["password"]),
+			Token:         string(secretData["token"]),
+			SSHPrivateKey: secretData["ssh-privatekey"],
+			KnownHosts:    secretData["known_hosts"],
+		}
+	}
+	cfg.setDefaults()
+	return cfg, cfg.validate()
+}
+
+func (c *Config) setDefaults() {
+	if c.Branch == "" {
+		c.Branch = DefaultBranch
+	}
+	if c.CommitterName == "" {
+		c.CommitterName = DefaultCommitterName
+	}
+	if c.CommitterEmail == "" {
+		c.CommitterEmail = DefaultCommitterEmail
+	}
+	if c.AuthorEmailPattern == "" {
+		c.AuthorEmailPattern = DefaultAuthorEmailPattern
+	}
+	if c.CommitWindow <= 0 {
+		c.CommitWindow = DefaultCommitWindow
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = DefaultMaxBatch
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = DefaultAckWait
+	}
+	if c.MaxAckPending <= 0 {
+		c.MaxAckPending = DefaultMaxAckPending
+	}
+	if c.MaxAckPending < c.MaxBatch {
+		c.MaxBatch = c.MaxAckPending
+	}
+	if c.MaxDiffBytes <= 0 {
+		c.MaxDiffBytes = DefaultMaxDiffBytes
+	}
+	if c.RetryInitial <= 0 {
+		c.RetryInitial = DefaultRetryInitial
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = DefaultRetryMax
+	}
+	if c.IDRetention <= 0 {
+		c.IDRetention = DefaultIDRetention
+	}
+	if c.Identity == "" {
+		c.Identity, _ = os.Hostname()
+	}
+	c.PathPrefix = strings.Trim(c.PathPrefix, "/")
+}
+
+func (c *Config) validate() error {
+	if c.Destination.Namespace == "" || c.Destination.Name == "" {
+		return fmt.Errorf("gitwriter: destination namespace and name are required")
+	}
+	if c.URL == "" {
+		return fmt.Errorf("gitwriter: destination %s has no URL", c.Destination)
+	}
+	if _, err := transport.NewEndpoint(c.URL); err != nil {
+		return fmt.Errorf("gitwriter: destination %s: invalid URL: %w", c.Destination, err)
+	}
+	if u, err := url.Parse(c.URL); err == nil && u.User != nil {
+		if _, hasPassword := u.User.Password(); hasPassword {
+			return fmt.Errorf("gitwriter: destination %s: put credentials in the credentials Secret, not in the URL", c.Destination)
+		}
+	}
+	return nil
+}
+
+// dir is this writer's directory under DataDir.
+func (c *Config) dir() string {
+	return filepath.Join(c.DataDir, c.Destination.Namespace, c.Destination.Name)
+}
+
+// RedactedURL is the repository URL without credentials, as shown in records and RepoStatus.
+func RedactedURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil || u.Scheme == "ssh" {
+		// scp-like and ssh URLs carry only a user name, which is no secret.
+		return raw
+	}
+	u.User = nil
+	return u.String()
+}
+
+// authMethod builds go-git's authentication from the credentials and the URL's scheme.
+func (c *Config) authMethod() (transport.AuthMethod, error) {
+	ep, err := transport.NewEndpoint(c.URL)
+	if err != nil {
+		return nil, err
+	}
+	cr := c.Credentials
+	switch ep.Protocol {
+	case "http", "https":
+		switch {
+		case cr.Token != "":
+			user := cr.Username
+			if user == "" {
+				user = "kubehistory"
+			}
+			return &githttp.BasicAuth{Username: user, Password: cr.Token}, nil
+		case cr.Username != "" || cr.Password != "":
+			return &githttp.BasicAuth{Username: cr.Username, Password: cr.Password}, nil
+		}
+		return nil, nil
+	case "ssh":
+		if len(cr.SSHPrivateKey) == 0 {
+			return nil, fmt.Errorf("gitwriter: destination %s: ssh URL without ssh-privatekey", c.Destination)
+		}
+		if len(cr.KnownHosts) == 0 {
+			return nil, fmt.Errorf("gitwriter: destination %s: ssh URL without known_hosts", c.Destination)
+		}
+		user := ep.User
+		if user == "" {
+			user = "git"
+		}
+		keys, err := gitssh.NewPublicKeys(user, cr.SSHPrivateKey, "")
+		if err != nil {
+			return nil, fmt.Errorf("gitwriter: destination %s: ssh-privatekey: %w", c.Destination, err)
+		}
+		// knownhosts only reads files: keep a copy next to the clone.
+		khFile := filepath.Join(c.dir(), "known_hosts")
+		if err := os.MkdirAll(c.dir(), 0o700); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(khFile, cr.KnownHosts, 0o600); err != nil {
+			return nil, err
+		}
+		cb, err := knownhosts.New(khFile)
+		if err != nil {
+			return nil, fmt.Errorf("gitwriter: destination %s: known_hosts: %w", c.Destination, err)
+		}
+		keys.HostKeyCallback = ssh.HostKeyCallback(cb)
+		return keys, nil
+	}
+	return nil, nil
+}

@@ -1,0 +1,299 @@
+package gitwriter
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/storer"
+	"k8s.io/klog/v2"
+)
+
+// Trailers written in every commit. Git is the source of truth: the journal below is only a cache
+// of what these trailers say, rebuilt from them when it is missing or behind.
+const (
+	// TrailerChangeID carries one change ID; one line per change committed.
+	TrailerChangeID = "Kubehistory-Change-Id"
+	// TrailerAuditID carries the audit IDs of the commit's changes.
+	TrailerAuditID = "Kubehistory-Audit-Id"
+	// TrailerActorGroups carries the groups of the actor (the commit's author).
+	TrailerActorGroups = "Kubehistory-Actor-Groups"
+	// TrailerObjectVersion is "<path> <resourceVersion>[ deleted]" for every file the commit wrote or
+	// removed: the per-object resourceVersion guard survives the loss of the data directory.
+	TrailerObjectVersion = "Kubehistory-Object-Version"
+	// TrailerMarker is "<change ID> <marker>" for the markers the writer itself added
+	// (FetchedAtWriteTime, ObjectGone), so a record rebuilt from Git carries them too.
+	TrailerMarker = "Kubehistory-Marker"
+)
+
+// maxScan bounds how many commits are read to rebuild the state from trailers.
+const maxScan = 200000
+
+// pathState is the newest state written for one path.
+type pathState struct {
+	RV      string `json:"rv,omitempty"`
+	Deleted bool   `json:"d,omitempty"`
+}
+
+// idState says which commit recorded a change ID.
+type idState struct {
+	Commit string `json:"c"`
+	Time   int64  `json:"t"`
+}
+
+// journalLine is one line of state.jsonl; exactly one of its groups of fields is set.
+type journalLine struct {
+	Head   string `json:"h,omitempty"`
+	ID     string `json:"i,omitempty"`
+	Commit string `json:"c,omitempty"`
+	Time   int64  `json:"t,omitempty"`
+	Path   string `json:"p,omitempty"`
+	RV     string `json:"rv,omitempty"`
+	Del    bool   `json:"d,omitempty"`
+}
+
+// state is what the writer must remember across restarts: which change IDs are in Git (so a
+// redelivered change makes no second commit) and the newest resourceVersion written per path (so an
+// older state never overwrites a newer one). It is an append-only journal in the data directory, made
+// durable after every push; "h" lines say up to which remote head it is complete, and on start the
+// trailers of the commits after that head are merged in (this is how a crash between push and
+// journal write is recovered, and how a lost data directory is rebuilt).
+type state struct {
+	file      string
+	head      plumbing.Hash
+	ids       map[string]idState
+	paths     map[string]pathState
+	lines     int
+	retention time.Duration
+}
+
+func loadState(dir string, retention time.Duration) (*state, error) {
+	st := &state{file: filepath.Join(dir, "state.jsonl"), ids: map[string]idState{}, paths: map[string]pathState{}, retention: retention}
+	f, err := os.Open(st.file)
+	if os.IsNotExist(err) {
+		return st, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	// Entries only count once a following "h" line confirms their batch was fully written; a batch
+	// torn by a crash is recovered from the trailers instead.
+	pendingIDs := map[string]idState{}
+	pendingPaths := map[string]pathState{}
+	for sc.Scan() {
+		var l journalLine
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			klog.InfoS("Ignoring the torn tail of the writer journal", "file", st.file, "err", err)
+			break
+		}
+		st.lines++
+		switch {
+		case l.ID != "":
+			pendingIDs[l.ID] = idState{Commit: l.Commit, Time: l.Time}
+		case l.Path != "":
+			pendingPaths[l.Path] = pathState{RV: l.RV, Deleted: l.Del}
+		case l.Head != "":
+			for k, v := range pendingIDs {
+				st.ids[k] = v
+			}
+			for k, v := range pendingPaths {
+				st.paths[k] = v
+			}
+			pendingIDs, pendingPaths = map[string]idState{}, map[string]pathState{}
+			st.head = plumbing.NewHash(l.Head)
+		}
+	}
+	return st, nil
+}
+
+// record appends a pushed batch and makes it durable; the journal is compacted when mostly stale.
+func (st *state) record(head plumbing.Hash, ids map[string]idState, paths map[string]pathState) error {
+	for k, v := range ids {
+		st.ids[k] = v
+	}
+	for k, v := range paths {
+		st.paths[k] = v
+	}
+	st.head = head
+	if st.lines > 2*(len(st.ids)+len(st.paths))+10000 {
+		return st.compact()
+	}
+	if err := os.MkdirAll(filepath.Dir(st.file), 0o700); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(st.file, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	n, err := writeLines(w, head, ids, paths)
+	st.lines += n
+	if err == nil {
+		err = w.Flush()
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// compact rewrites the journal with the live entries only, forgetting IDs past the retention.
+func (st *state) compact() error {
+	cutoff := time.Now().Add(-st.retention).Unix()
+	for k, v := range st.ids {
+		if v.Time < cutoff {
+			delete(st.ids, k)
+		}
+	}
+	tmp := st.file + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	n, err := writeLines(w, st.head, st.ids, st.paths)
+	if err == nil {
+		err = w.Flush()
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	st.lines = n
+	return os.Rename(tmp, st.file)
+}
+
+func writeLines(w *bufio.Writer, head plumbing.Hash, ids map[string]idState, paths map[string]pathState) (int, error) {
+	enc := json.NewEncoder(w)
+	n := 0
+	for k, v := range ids {
+		if err := enc.Encode(journalLine{ID: k, Commit: v.Commit, Time: v.Time}); err != nil {
+			return n, err
+		}
+		n++
+	}
+	for k, v := range paths {
+		if err := enc.Encode(journalLine{Path: k, RV: v.RV, Del: v.Deleted}); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n + 1, enc.Encode(journalLine{Head: head.String()})
+}
+
+// catchUp merges the trailers of the commits from head back to the journal's head (first parent),
+// and records head. When the journal's head is not found (new data directory, rewritten history) the
+// path versions are rebuilt from scratch out of the whole scanned history.
+func (st *state) catchUp(s storer.EncodedObjectStorer, head plumbing.Hash) error {
+	if head.IsZero() || head == st.head {
+		st.head = head
+		return nil
+	}
+	ids := map[string]idState{}
+	paths := map[string]pathState{}
+	found := false
+	cutoff := time.Now().Add(-st.retention)
+	h := head
+	for n := 0; !h.IsZero() && n < maxScan; n++ {
+		if h == st.head {
+			found = true
+			break
+		}
+		c, err := object.GetCommit(s, h)
+		if err != nil {
+			return fmt.Errorf("reading commit %s: %w", h, err)
+		}
+		t, err := parseTrailers(c.Message)
+		if err != nil {
+			return err
+		}
+		if c.Committer.When.After(cutoff) {
+			for _, id := range t.ids {
+				if _, ok := ids[id]; !ok {
+					ids[id] = idState{Commit: c.Hash.String(), Time: c.Committer.When.Unix()}
+				}
+			}
+		}
+		for p, v := range t.paths {
+			// Newest first: the first version seen of a path is its current one.
+			if _, ok := paths[p]; !ok {
+				paths[p] = v
+			}
+		}
+		if c.NumParents() == 0 {
+			break
+		}
+		h = c.ParentHashes[0]
+	}
+	if !found {
+		klog.InfoS("Rebuilding the writer state from Git trailers", "file", st.file, "head", head.String())
+		st.paths = map[string]pathState{}
+	}
+	return st.record(head, ids, paths)
+}
+
+type trailers struct {
+	ids     []string
+	paths   map[string]pathState
+	markers map[string][]string
+}
+
+func parseTrailers(msg string) (trailers, error) {
+	t := trailers{paths: map[string]pathState{}, markers: map[string][]string{}}
+	for _, line := range strings.Split(msg, "\n") {
+		key, value, ok := strings.Cut(line, ": ")
+		if !ok {
+			continue
+		}
+		value = strings.TrimSpace(value)
+		switch key {
+		case TrailerChangeID:
+			t.ids = append(t.ids, value)
+		case TrailerObjectVersion:
+			f := strings.Fields(value)
+			if len(f) < 2 {
+				continue
+			}
+			ps := pathState{Deleted: len(f) > 2 && f[2] == "deleted"}
+			if f[1] != "-" {
+				ps.RV = f[1]
+			}
+			if _, seen := t.paths[f[0]]; !seen {
+				t.paths[f[0]] = ps
+			}
+		case TrailerMarker:
+			if id, m, ok := strings.Cut(value, " "); ok {
+				t.markers[id] = append(t.markers[id], m)
+			}
+		}
+	}
+	return t, nil
+}
+
+// olderThan reports whether resourceVersion a is older than b. Resource versions are opaque, but
+// every API server backed by etcd uses increasing integers: they are compared as numbers when both
+// parse. Otherwise (or when one is unknown) nothing can be said and the newest arrival wins.
+func olderThan(a, b string) bool {
+	x, err1 := strconv.ParseUint(a, 10, 64)
+	y, err2 := strconv.ParseUint(b, 10, 64)
+	return err1 == nil && err2 == nil && x < y
+}
+

@@ -1,0 +1,891 @@
+// Package gitwriter is the Git writer stage of the data path: one Writer per GitDestination pulls the
+// destination's accepted changes from JetStream (stream KUBEHISTORY_CHANGES), gathers them for a
+// commit window, sanitizes each object, writes blobs and trees straight into a bare clone kept in the
+// data directory (no worktree, no status scan: only the changed subtrees are rewritten), makes one
+// commit per actor (author = the actor, committer = kubehistory, trailers with the change IDs),
+// pushes, publishes the committed records to KUBEHISTORY_HISTORY and only then acks.
+//
+// Exactly once: a change ID found in Git (the journal in the data directory, rebuilt from commit
+// trailers when missing or behind) is never committed again, and its record is re-published with
+// Nats-Msg-Id = change ID, so a crash anywhere between push and ack neither loses nor doubles a
+// history entry. Per object, states are ordered by resourceVersion and an older state never
+// overwrites a newer one (the newest version written per path is kept in the journal and in a
+// Kubehistory-Object-Version trailer).
+package gitwriter
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	git "github.com/go-git/go-git/v5"
+	gitconfig "github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/plumbing/transport"
+	"github.com/go-git/go-git/v5/storage"
+	"github.com/nats-io/nats.go/jetstream"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
+
+	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/change"
+	"github.com/kubehistory/kubehistory/pkg/sanitize"
+)
+
+// Writer commits the changes of one GitDestination. Build it with New and call Run once.
+type Writer struct {
+	cfg     Config
+	js      jetstream.JetStream
+	fetcher ObjectFetcher
+
+	repo   *git.Repository
+	storer storage.Storer
+	auth   transport.AuthMethod
+	state  *state
+	cons   jetstream.Consumer
+	kv     jetstream.KeyValue
+
+	head   plumbing.Hash // the remote branch head as last seen or pushed
+	synced bool
+
+	mu     sync.Mutex // guards status
+	status historyv1alpha1.RepoStatus
+}
+
+// crashError is a failure the writer must not handle as a retryable error (the test hook).
+type crashError struct{ err error }
+
+func (e *crashError) Error() string { return "gitwriter: stopped after push: " + e.err.Error() }
+func (e *crashError) Unwrap() error { return e.err }
+
+// New validates cfg and prepares a writer; fetcher may be nil (changes without a body then keep their
+// NoBody marker and write no file).
+func New(cfg Config, js jetstream.JetStream, fetcher ObjectFetcher) (*Writer, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.DataDir == "" {
+		return nil, fmt.Errorf("gitwriter: destination %s: DataDir is required", cfg.Destination)
+	}
+	auth, err := cfg.authMethod()
+	if err != nil {
+		return nil, err
+	}
+	w := &Writer{cfg: cfg, js: js, fetcher: fetcher, auth: auth}
+	if err := w.openRepo(); err != nil {
+		return nil, err
+	}
+	w.state, err = loadState(cfg.dir(), cfg.IDRetention)
+	if err != nil {
+		return nil, fmt.Errorf("gitwriter: destination %s: loading state: %w", cfg.Destination, err)
+	}
+	return w, nil
+}
+
+func (w *Writer) ref() string { return w.cfg.Destination.String() }
+
+// ConsumerName is the durable consumer of a destination on KUBEHISTORY_CHANGES.
+func ConsumerName(ref change.DestinationRef) string {
+	return "gitwriter_" + change.SubjectToken(ref.Namespace) + "_" + change.SubjectToken(ref.Name)
+}
+
+func (w *Writer) openRepo() error {
+	dir := filepath.Join(w.cfg.dir(), "repo.git")
+	if err := os.MkdirAll(w.cfg.dir(), 0o700); err != nil {
+		return err
+	}
+	repo, err := git.PlainOpen(dir)
+	if errors.Is(err, git.ErrRepositoryNotExists) {
+		repo, err = git.PlainInit(dir, true)
+	}
+	if err != nil {
+		return fmt.Errorf("gitwriter: opening clone cache %s: %w", dir, err)
+	}
+	cfg, err := repo.Config()
+	if err != nil {
+		return err
+	}
+	// The URL may have changed since the cache was made: the remote always follows the destination.
+	cfg.Remotes["origin"] = &gitconfig.RemoteConfig{Name: "origin", URLs: []string{w.cfg.URL},
+		Fetch: []gitconfig.RefSpec{gitconfig.RefSpec(fmt.Sprintf("+refs/heads/*:refs/remotes/origin/*"))}}
+	if err := repo.SetConfig(cfg); err != nil {
+		return err
+	}
+	if err := repo.Storer.SetReference(plumbing.NewSymbolicReference(plumbing.HEAD, plumbing.NewBranchReferenceName(w.cfg.Branch))); err != nil {
+		return err
+	}
+	w.repo, w.storer = repo, repo.Storer
+	return nil
+}
+
+// Run consumes and commits until ctx ends (then it returns nil, handing unfinished changes back to
+// JetStream), or until a Hooks.AfterPush error (returned, nothing handed back: a simulated crash).
+func (w *Writer) Run(ctx context.Context) error {
+	if err := w.open(ctx); err != nil {
+		return err
+	}
+	klog.InfoS("Git writer started", "destination", w.ref(), "repository", RedactedURL(w.cfg.URL), "branch", w.cfg.Branch)
+	defer klog.InfoS("Git writer stopped", "destination", w.ref())
+	if err := w.sync(ctx); err != nil {
+		w.failed(ctx, err, 0)
+	} else {
+		w.succeeded(ctx, nil, 0, false)
+	}
+	for {
+		batch, err := w.collect(ctx)
+		if ctx.Err() != nil {
+			nakAll(batch)
+			return nil
+		}
+		if err != nil {
+			klog.ErrorS(err, "Fetching changes failed", "destination", w.ref())
+			if len(batch) == 0 {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(w.cfg.RetryInitial):
+				}
+				continue
+			}
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		if err := w.processWithRetry(ctx, batch); err != nil {
+			return err
+		}
+	}
+}
+
+func (w *Writer) open(ctx context.Context) error {
+	var err error
+	if w.kv, err = StatusBucketKV(ctx, w.js); err != nil {
+		return err
+	}
+	if prev, err := ReadRepoStatus(ctx, w.kv, w.cfg.Destination); err == nil {
+		w.status = prev
+	}
+	w.status.Name, w.status.Namespace = w.cfg.Destination.Name, w.cfg.Destination.Namespace
+	w.status.Repository, w.status.Branch, w.status.Writer = RedactedURL(w.cfg.URL), w.cfg.Branch, w.cfg.Identity
+	w.cons, err = w.js.CreateOrUpdateConsumer(ctx, change.ChangesStream, jetstream.ConsumerConfig{
+		Durable:       ConsumerName(w.cfg.Destination),
+		Description:   "kubehistory Git writer of " + w.ref(),
+		FilterSubject: w.cfg.Destination.ChangesSubject(),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       w.cfg.AckWait,
+		MaxAckPending: w.cfg.MaxAckPending,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		MaxDeliver:    -1,
+	})
+	if err != nil {
+		return fmt.Errorf("gitwriter: destination %s: creating consumer: %w", w.ref(), err)
+	}
+	return nil
+}
+
+// pending is one change being committed.
+type pending struct {
+	msg  jetstream.Msg
+	dups []jetstream.Msg // redeliveries of the same change ID in the same batch
+	ch   change.Change
+	seq  uint64
+
+	resolved bool
+	yaml     []byte // sanitized state to write; nil when there is none
+	gone     bool
+	markers  []historyv1alpha1.ChangeMarker // added by the writer
+}
+
+func isDelete(v historyv1alpha1.ChangeVerb) bool {
+	return v == historyv1alpha1.VerbDelete || v == historyv1alpha1.VerbOrphanDelete
+}
+
+// collect waits for a first change, then gathers more for the commit window.
+func (w *Writer) collect(ctx context.Context) ([]*pending, error) {
+	var out []*pending
+	byID := map[string]*pending{}
+	var deadline time.Time
+	for len(out) < w.cfg.MaxBatch {
+		wait := 500 * time.Millisecond // idle poll; bounds how long a stop takes
+		if !deadline.IsZero() {
+			wait = time.Until(deadline)
+			if wait <= 0 {
+				break
+			}
+			if wait < 10*time.Millisecond {
+				wait = 10 * time.Millisecond
+			}
+		}
+		mb, err := w.cons.Fetch(w.cfg.MaxBatch-len(out), jetstream.FetchMaxWait(wait))
+		if err != nil {
+			return out, err
+		}
+		for msg := range mb.Messages() {
+			var ch change.Change
+			if err := json.Unmarshal(msg.Data(), &ch); err != nil || ch.ChangeID == "" {
+				// A message no writer can ever read: terminate it rather than block the destination.
+				klog.ErrorS(err, "Dropping an undecodable change", "destination", w.ref(), "subject", msg.Subject())
+				_ = msg.Term()
+				continue
+			}
+			if ch.Sweep {
+				// A deletecollection without the list of objects: the reconciler's sweep records it.
+				klog.InfoS("Leaving a collection sweep to the reconciler", "destination", w.ref(), "changeID", ch.ChangeID,
+					"group", ch.Object.Group, "resource", ch.Object.Resource, "namespace", ch.Object.Namespace)
+				_ = msg.Ack()
+				continue
+			}
+			if p, ok := byID[ch.ChangeID]; ok {
+				p.dups = append(p.dups, msg)
+				continue
+			}
+			var seq uint64
+			if md, err := msg.Metadata(); err == nil {
+				seq = md.Sequence.Stream
+			}
+			p := &pending{msg: msg, ch: ch, seq: seq}
+			byID[ch.ChangeID] = p
+			out = append(out, p)
+			if deadline.IsZero() {
+				deadline = time.Now().Add(w.cfg.CommitWindow)
+			}
+		}
+		if err := mb.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !isTimeout(err) {
+			return out, err
+		}
+		if ctx.Err() != nil {
+			return out, ctx.Err()
+		}
+	}
+	return out, nil
+}
+
+func isTimeout(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "timeout")
+}
+
+func nakAll(batch []*pending) {
+	for _, p := range batch {
+		if p.msg != nil {
+			_ = p.msg.Nak()
+		}
+		for _, d := range p.dups {
+			_ = d.Nak()
+		}
+	}
+}
+
+func (w *Writer) processWithRetry(ctx context.Context, batch []*pending) error {
+	delay := w.cfg.RetryInitial
+	for {
+		err := w.process(ctx, batch)
+		if err == nil {
+			return nil
+		}
+		var crash *crashError
+		if errors.As(err, &crash) {
+			return err
+		}
+		if ctx.Err() != nil {
+			nakAll(batch)
+			return nil
+		}
+		klog.ErrorS(err, "Committing changes failed; will retry", "destination", w.ref(), "changes", len(batch), "retryIn", delay)
+		w.failed(ctx, err, len(batch))
+		// Keep the messages ours while retrying, however long the outage.
+		for _, p := range batch {
+			_ = p.msg.InProgress()
+		}
+		select {
+		case <-ctx.Done():
+			nakAll(batch)
+			return nil
+		case <-time.After(delay):
+		}
+		if delay *= 2; delay > w.cfg.RetryMax {
+			delay = w.cfg.RetryMax
+		}
+	}
+}
+
+// process commits, pushes, publishes and acks one batch. Any error leaves the batch unacked and the
+// remote as it was or with our commits pushed (then the retry finds their IDs in Git).
+func (w *Writer) process(ctx context.Context, batch []*pending) error {
+	if !w.synced {
+		if err := w.sync(ctx); err != nil {
+			return err
+		}
+	}
+	if err := w.resolve(ctx, batch); err != nil {
+		return err
+	}
+	var res *buildResult
+	for attempt := 0; ; attempt++ {
+		fresh := w.uncommitted(batch)
+		var err error
+		res, err = w.build(w.head, fresh, time.Now())
+		if err != nil {
+			return err
+		}
+		if res.head == w.head {
+			break
+		}
+		err = w.push(ctx, w.head, res.head, res.objects)
+		if errors.Is(err, errStale) && attempt < 5 {
+			klog.InfoS("Remote branch moved; rebuilding our commits on top", "destination", w.ref(), "reason", err.Error())
+			if err := w.sync(ctx); err != nil {
+				return err
+			}
+			continue
+		}
+		if err != nil {
+			w.synced = false // look at the remote again before the next attempt
+			return err
+		}
+		break
+	}
+	if w.cfg.Hooks.AfterPush != nil {
+		if err := w.cfg.Hooks.AfterPush(); err != nil {
+			return &crashError{err}
+		}
+	}
+	pushed := res.head != w.head
+	w.head = res.head
+	if err := w.state.record(res.head, res.ids, res.paths); err != nil {
+		// Git has the commits: the next start rebuilds the journal from the trailers.
+		klog.ErrorS(err, "Writing the writer journal failed", "destination", w.ref())
+	}
+	records := res.records
+	for _, p := range batch {
+		if _, fresh := res.ids[p.ch.ChangeID]; fresh {
+			continue
+		}
+		rec, err := w.committedRecord(p)
+		if err != nil {
+			return err
+		}
+		records = append(records, rec)
+	}
+	if err := w.publish(ctx, records); err != nil {
+		return err
+	}
+	for _, p := range batch {
+		_ = p.msg.Ack()
+		for _, d := range p.dups {
+			_ = d.Ack()
+		}
+	}
+	w.succeeded(ctx, records, len(res.ids), pushed)
+	klog.V(2).InfoS("Committed changes", "destination", w.ref(), "changes", len(batch), "new", len(res.ids), "head", w.head.String())
+	return nil
+}
+
+// uncommitted drops the changes whose ID Git already has.
+func (w *Writer) uncommitted(batch []*pending) []*pending {
+	out := make([]*pending, 0, len(batch))
+	for _, p := range batch {
+		if _, done := w.state.ids[p.ch.ChangeID]; !done {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// resolve sanitizes every body once, fetching the object when the change has none (or an unusable
+// one); the result is kept across retries so that a record's markers do not change between attempts.
+func (w *Writer) resolve(ctx context.Context, batch []*pending) error {
+	for _, p := range batch {
+		if p.resolved || isDelete(p.ch.Verb) {
+			p.resolved = true
+			continue
+		}
+		if _, done := w.state.ids[p.ch.ChangeID]; done {
+			continue
+		}
+		opts := w.sanitizeOptions(p.ch.Object)
+		if len(p.ch.Body) > 0 {
+			y, err := sanitize.Sanitize([]byte(p.ch.Body), opts)
+			if err == nil {
+				p.yaml, p.resolved = y, true
+				continue
+			}
+			klog.ErrorS(err, "Unusable object body; fetching the object instead", "destination", w.ref(), "changeID", p.ch.ChangeID)
+		}
+		if w.fetcher == nil {
+			p.resolved = true
+			continue
+		}
+		o := p.ch.Object
+		body, found, err := w.fetcher.Get(ctx, o.Group, o.Version, o.Resource, o.Namespace, o.Name)
+		if err != nil {
+			return fmt.Errorf("fetching %s %s/%s: %w", o.Resource, o.Namespace, o.Name, err)
+		}
+		if !found {
+			p.gone, p.resolved = true, true
+			p.markers = append(p.markers, historyv1alpha1.MarkerObjectGone)
+			continue
+		}
+		y, err := sanitize.Sanitize(body, opts)
+		if err != nil {
+			return fmt.Errorf("sanitizing fetched %s %s/%s: %w", o.Resource, o.Namespace, o.Name, err)
+		}
+		p.yaml, p.resolved = y, true
+		p.markers = append(p.markers, historyv1alpha1.MarkerFetchedAtWriteTime)
+		if p.ch.Object.ResourceVersion == "" {
+			p.ch.Object.ResourceVersion = bodyRV(body)
+		}
+	}
+	return nil
+}
+
+func (w *Writer) sanitizeOptions(o historyv1alpha1.ChangedObject) sanitize.Options {
+	return sanitize.Options{Group: o.Group, Resource: o.Resource, SensitiveResources: w.cfg.SensitiveResources}
+}
+
+// rv is the resourceVersion the change left the object at.
+func (p *pending) rv() string {
+	if p.ch.Object.ResourceVersion != "" {
+		return p.ch.Object.ResourceVersion
+	}
+	return bodyRV(p.ch.Body)
+}
+
+func bodyRV(body []byte) string {
+	var o struct {
+		Metadata struct {
+			ResourceVersion string `json:"resourceVersion"`
+		} `json:"metadata"`
+	}
+	if len(body) == 0 || json.Unmarshal(body, &o) != nil {
+		return ""
+	}
+	return o.Metadata.ResourceVersion
+}
+
+// applies says whether a change may replace the newest state written for its path.
+func applies(cur pathState, known bool, rv string, del bool) bool {
+	if !known || rv == "" || cur.RV == "" {
+		return true
+	}
+	if del {
+		// A delete carries the version the object had when deleted: equal to the last state written.
+		return !olderThan(rv, cur.RV)
+	}
+	if cur.Deleted {
+		// The same version as the delete is the state before it: only a newer object revives the file.
+		return !olderThan(rv, cur.RV) && rv != cur.RV
+	}
+	return !olderThan(rv, cur.RV)
+}
+
+type buildResult struct {
+	head    plumbing.Hash
+	objects []plumbing.Hash
+	records []change.Record
+	ids     map[string]idState
+	paths   map[string]pathState
+}
+
+type actorGroup struct {
+	actor   historyv1alpha1.Actor
+	changes []*pending
+}
+
+// groupByActor orders the batch by change time and splits it into one group per actor, in the order
+// of each actor's first change; inside a group the changes of one object are ordered by
+// resourceVersion (batches arrive out of order).
+func groupByActor(batch []*pending) []*actorGroup {
+	sorted := append([]*pending(nil), batch...)
+	sort.SliceStable(sorted, func(i, j int) bool {
+		a, b := sorted[i].ch.ChangeTime.Time, sorted[j].ch.ChangeTime.Time
+		if !a.Equal(b) {
+			return a.Before(b)
+		}
+		return sorted[i].seq < sorted[j].seq
+	})
+	var groups []*actorGroup
+	byActor := map[string]*actorGroup{}
+	for _, p := range sorted {
+		g := byActor[p.ch.Actor.Username]
+		if g == nil {
+			g = &actorGroup{actor: p.ch.Actor}
+			byActor[p.ch.Actor.Username] = g
+			groups = append(groups, g)
+		}
+		g.changes = append(g.changes, p)
+	}
+	for _, g := range groups {
+		var order []string
+		byObj := map[string][]*pending{}
+		for _, p := range g.changes {
+			k := ObjectPath("", p.ch.Object)
+			if _, ok := byObj[k]; !ok {
+				order = append(order, k)
+			}
+			byObj[k] = append(byObj[k], p)
+		}
+		g.changes = g.changes[:0]
+		for _, k := range order {
+			l := byObj[k]
+			sort.SliceStable(l, func(i, j int) bool { return olderThan(l[i].rv(), l[j].rv()) })
+			g.changes = append(g.changes, l...)
+		}
+	}
+	return groups
+}
+
+type fileState struct {
+	content []byte
+	exists  bool
+}
+
+// build writes the commits of a batch on top of base without touching any ref. It is pure with
+// respect to the writer's state, so a rejected push simply builds again on the new remote head.
+func (w *Writer) build(base plumbing.Hash, batch []*pending, now time.Time) (*buildResult, error) {
+	res := &buildResult{head: base, ids: map[string]idState{}, paths: map[string]pathState{}}
+	if len(batch) == 0 {
+		return res, nil
+	}
+	ow := &objectWriter{s: w.storer}
+	tree := plumbing.ZeroHash
+	if !base.IsZero() {
+		c, err := object.GetCommit(w.storer, base)
+		if err != nil {
+			return nil, fmt.Errorf("reading commit %s: %w", base, err)
+		}
+		tree = c.TreeHash
+	}
+	baseTree := tree
+	files := map[string]fileState{}
+	read := func(p string) (fileState, error) {
+		if f, ok := files[p]; ok {
+			return f, nil
+		}
+		b, ok, err := readFile(w.storer, baseTree, p)
+		if err != nil {
+			return fileState{}, err
+		}
+		f := fileState{content: b, exists: ok}
+		files[p] = f
+		return f, nil
+	}
+	current := func(p string) (pathState, bool) {
+		if v, ok := res.paths[p]; ok {
+			return v, true
+		}
+		v, ok := w.state.paths[p]
+		return v, ok
+	}
+	committedAt := metav1.NewTime(now.Truncate(time.Second))
+	parent := base
+	for _, g := range groupByActor(batch) {
+		edits := map[string]treeEdit{}
+		versions := map[string]pathState{}
+		first := len(res.records)
+		var latest time.Time
+		for _, p := range g.changes {
+			o := p.ch.Object
+			path := ObjectPath(w.cfg.PathPrefix, o)
+			old, err := read(path)
+			if err != nil {
+				return nil, err
+			}
+			del := isDelete(p.ch.Verb)
+			next := old
+			cur, known := current(path)
+			if (del || p.yaml != nil) && applies(cur, known, p.rv(), del) {
+				if del {
+					next = fileState{}
+					if old.exists {
+						edits[path] = treeEdit{remove: true}
+					}
+				} else {
+					next = fileState{content: p.yaml, exists: true}
+					if !old.exists || string(old.content) != string(p.yaml) {
+						blob, err := ow.put(plumbing.BlobObject, p.yaml)
+						if err != nil {
+							return nil, err
+						}
+						edits[path] = treeEdit{blob: blob}
+					}
+				}
+				files[path] = next
+				ps := pathState{RV: p.rv(), Deleted: del}
+				res.paths[path], versions[path] = ps, ps
+			}
+			rec := change.Record{Change: p.ch.Change, Cluster: o.Namespace == ""}
+			rec.Markers = append(append([]historyv1alpha1.ChangeMarker(nil), p.ch.Markers...), p.markers...)
+			rec.Git = w.gitLink(path, "", committedAt)
+			rec.Diff, rec.DiffTruncated = truncateDiff(unifiedDiff(path, old.content, next.content, old.exists, next.exists), w.cfg.MaxDiffBytes)
+			res.records = append(res.records, rec)
+			if t := p.ch.ChangeTime.Time; t.After(latest) {
+				latest = t
+			}
+		}
+		newTree := tree
+		if len(edits) > 0 || tree.IsZero() {
+			var err error
+			if newTree, err = ow.updateTree(tree, edits); err != nil {
+				return nil, err
+			}
+			if newTree.IsZero() {
+				// Every file is gone: a commit still needs a (the empty) tree.
+				if newTree, err = ow.putObject(&object.Tree{}); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if latest.IsZero() {
+			latest = now
+		}
+		commit := &object.Commit{
+			Author:    object.Signature{Name: authorName(g.actor), Email: w.authorEmail(g.actor.Username), When: latest},
+			Committer: object.Signature{Name: w.cfg.CommitterName, Email: w.cfg.CommitterEmail, When: now},
+			Message:   commitMessage(g, versions),
+			TreeHash:  newTree,
+		}
+		if !parent.IsZero() {
+			commit.ParentHashes = []plumbing.Hash{parent}
+		}
+		h, err := ow.putObject(commit)
+		if err != nil {
+			return nil, err
+		}
+		for i := first; i < len(res.records); i++ {
+			res.records[i].Git.Commit = h.String()
+			res.ids[res.records[i].ChangeID] = idState{Commit: h.String(), Time: now.Unix()}
+		}
+		parent, tree = h, newTree
+	}
+	res.head, res.objects = parent, ow.written
+	return res, nil
+}
+
+func (w *Writer) gitLink(path, commit string, at metav1.Time) historyv1alpha1.GitLink {
+	return historyv1alpha1.GitLink{
+		Destination: w.cfg.Destination.Name, DestinationNamespace: w.cfg.Destination.Namespace,
+		Repository: RedactedURL(w.cfg.URL), Branch: w.cfg.Branch, Commit: commit, Path: path, CommittedAt: &at,
+	}
+}
+
+func authorName(a historyv1alpha1.Actor) string {
+	if a.Username == "" {
+		return "unknown"
+	}
+	return a.Username
+}
+
+func (w *Writer) authorEmail(username string) string {
+	if username == "" {
+		username = "unknown"
+	}
+	local := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', strings.ContainsRune(".!#$%&'*+/=?^_`{|}~-", r):
+			return r
+		}
+		return '-'
+	}, username)
+	return strings.ReplaceAll(w.cfg.AuthorEmailPattern, "{username}", local)
+}
+
+// commitMessage names the actor, verbs and objects in the subject ("alice: update configmaps
+// team-a/web"), lists every change in the body when the subject cannot, and ends with the trailers.
+func commitMessage(g *actorGroup, versions map[string]pathState) string {
+	var items []string
+	seen := map[string]bool{}
+	for _, p := range g.changes {
+		o := p.ch.Object
+		res := o.Resource
+		if o.Group != "" {
+			res += "." + o.Group
+		}
+		name := o.Name
+		if o.Namespace != "" {
+			name = o.Namespace + "/" + o.Name
+		}
+		item := fmt.Sprintf("%s %s %s", p.ch.Verb, res, name)
+		if !seen[item] {
+			seen[item] = true
+			items = append(items, item)
+		}
+	}
+	var b strings.Builder
+	b.WriteString(authorName(g.actor) + ": ")
+	if len(items) <= 3 {
+		b.WriteString(strings.Join(items, ", "))
+	} else {
+		fmt.Fprintf(&b, "%s and %d more", strings.Join(items[:3], ", "), len(items)-3)
+	}
+	b.WriteString("\n\n")
+	if len(items) > 3 {
+		for _, it := range items {
+			b.WriteString("- " + it + "\n")
+		}
+		b.WriteString("\n")
+	}
+	auditSeen := map[string]bool{}
+	for _, p := range g.changes {
+		fmt.Fprintf(&b, "%s: %s\n", TrailerChangeID, p.ch.ChangeID)
+	}
+	for _, p := range g.changes {
+		if p.ch.AuditID != "" && !auditSeen[p.ch.AuditID] {
+			auditSeen[p.ch.AuditID] = true
+			fmt.Fprintf(&b, "%s: %s\n", TrailerAuditID, p.ch.AuditID)
+		}
+	}
+	if len(g.actor.Groups) > 0 {
+		fmt.Fprintf(&b, "%s: %s\n", TrailerActorGroups, strings.Join(g.actor.Groups, ", "))
+	}
+	paths := make([]string, 0, len(versions))
+	for p := range versions {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	for _, p := range paths {
+		v := versions[p]
+		rv := v.RV
+		if rv == "" {
+			rv = "-"
+		}
+		if v.Deleted {
+			rv += " deleted"
+		}
+		fmt.Fprintf(&b, "%s: %s %s\n", TrailerObjectVersion, p, rv)
+	}
+	for _, p := range g.changes {
+		for _, m := range p.markers {
+			fmt.Fprintf(&b, "%s: %s %s\n", TrailerMarker, p.ch.ChangeID, m)
+		}
+	}
+	return b.String()
+}
+
+// committedRecord rebuilds the record of a change that Git already holds (a redelivery, or a crash
+// between push and ack) from its commit: link, markers the writer added and the diff of the object's
+// file in that commit. When one commit changed the same file twice the diff spans both changes.
+func (w *Writer) committedRecord(p *pending) (change.Record, error) {
+	id := w.state.ids[p.ch.ChangeID]
+	h := plumbing.NewHash(id.Commit)
+	path := ObjectPath(w.cfg.PathPrefix, p.ch.Object)
+	rec := change.Record{Change: p.ch.Change, Cluster: p.ch.Object.Namespace == ""}
+	c, err := object.GetCommit(w.storer, h)
+	if err != nil {
+		return rec, fmt.Errorf("reading commit %s of change %s: %w", h, p.ch.ChangeID, err)
+	}
+	rec.Git = w.gitLink(path, h.String(), metav1.NewTime(c.Committer.When))
+	if t, err := parseTrailers(c.Message); err == nil {
+		for _, m := range t.markers[p.ch.ChangeID] {
+			rec.Markers = append(rec.Markers, historyv1alpha1.ChangeMarker(m))
+		}
+	}
+	parentTree := plumbing.ZeroHash
+	if c.NumParents() > 0 {
+		pc, err := object.GetCommit(w.storer, c.ParentHashes[0])
+		if err != nil {
+			return rec, err
+		}
+		parentTree = pc.TreeHash
+	}
+	old, oe, err := readFile(w.storer, parentTree, path)
+	if err != nil {
+		return rec, err
+	}
+	cur, ce, err := readFile(w.storer, c.TreeHash, path)
+	if err != nil {
+		return rec, err
+	}
+	rec.Diff, rec.DiffTruncated = truncateDiff(unifiedDiff(path, old, cur, oe, ce), w.cfg.MaxDiffBytes)
+	return rec, nil
+}
+
+// publish sends the records to KUBEHISTORY_HISTORY and waits for every ack; Nats-Msg-Id is the change
+// ID, so a record re-published after a crash reaches the index once.
+func (w *Writer) publish(ctx context.Context, records []change.Record) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	subject := w.cfg.Destination.HistorySubject()
+	futures := make([]jetstream.PubAckFuture, 0, len(records))
+	for i := range records {
+		data, err := json.Marshal(&records[i])
+		if err != nil {
+			return err
+		}
+		f, err := w.js.PublishAsync(subject, data, jetstream.WithMsgID(records[i].ChangeID), jetstream.WithExpectStream(change.HistoryStream))
+		if err != nil {
+			return fmt.Errorf("publishing record: %w", err)
+		}
+		futures = append(futures, f)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("publishing record: %w", err)
+		case <-ctx.Done():
+			return fmt.Errorf("publishing records: %w", ctx.Err())
+		}
+	}
+	return nil
+}
+
+func (w *Writer) pendingCount(ctx context.Context, inFlight int) int64 {
+	info, err := w.cons.Info(ctx)
+	if err != nil {
+		return int64(inFlight)
+	}
+	return int64(info.NumPending) + int64(inFlight)
+}
+
+func (w *Writer) succeeded(ctx context.Context, records []change.Record, committed int, pushed bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := metav1.Now()
+	if !w.head.IsZero() {
+		w.status.HeadCommit = w.head.String()
+	}
+	if pushed {
+		w.status.LastPushTime = &now
+	}
+	w.status.CommittedChanges += int64(committed)
+	for _, r := range records {
+		if t := r.ChangeTime.Time; w.status.LastChangeTime == nil || t.After(w.status.LastChangeTime.Time) {
+			lt := metav1.NewTime(t)
+			w.status.LastChangeTime = &lt
+		}
+	}
+	w.status.LastError, w.status.LastErrorTime = "", nil
+	w.status.PendingChanges = w.pendingCount(ctx, 0)
+	reason, msg := ReasonWaiting, "up to date with the remote branch"
+	if pushed {
+		reason, msg = ReasonPushed, fmt.Sprintf("pushed %d changes", committed)
+	}
+	meta.SetStatusCondition(&w.status.Conditions, metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: reason, Message: msg})
+	w.saveStatus(ctx)
+}
+
+func (w *Writer) failed(ctx context.Context, err error, inFlight int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := metav1.Now()
+	w.status.LastError, w.status.LastErrorTime = err.Error(), &now
+	w.status.PendingChanges = w.pendingCount(ctx, inFlight)
+	meta.SetStatusCondition(&w.status.Conditions, metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonWriteFailed, Message: err.Error()})
+	w.saveStatus(ctx)
+}
+
+func (w *Writer) saveStatus(ctx context.Context) {
+	if err := writeRepoStatus(ctx, w.kv, w.cfg.Destination, &w.status); err != nil {
+		klog.ErrorS(err, "Storing RepoStatus failed", "destination", w.ref())
+	}
+}

@@ -1,0 +1,295 @@
+package gitwriter
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/change"
+)
+
+func recordByID(recs []change.Record) map[string]change.Record {
+	m := map[string]change.Record{}
+	for _, r := range recs {
+		m[r.ChangeID] = r
+	}
+	return m
+}
+
+// TestActorsDeleteAndSecrets: two actors in one window make two commits with their names as authors,
+// into an empty repository; a delete removes the file; Secret values never reach Git.
+func TestActorsDeleteAndSecrets(t *testing.T) {
+	js := startJetStream(t)
+	remote := bareRepo(t)
+	cfg := testConfig(t, "file://"+remote)
+	r := startWriter(t, cfg, js, nil)
+
+	const secretValue = "correct-horse-battery-staple"
+	web := mkChange("alice", "create", "configmaps", "team-a", "web", "100", map[string]interface{}{"data": map[string]interface{}{"color": "blue"}})
+	api := mkChange("bob", "update", "configmaps", "team-a", "api", "101", map[string]interface{}{"data": map[string]interface{}{"port": "8080"}})
+	db := mkChange("bob", "create", "secrets", "team-a", "db", "102", map[string]interface{}{
+		"data": map[string]interface{}{"password": b64(secretValue)}, "stringData": map[string]interface{}{"token": secretValue}})
+	publish(t, js, "", web, api, db)
+	recs := waitRecords(t, js, 3)
+
+	co := checkout(t, remote)
+	log := gitCLI(t, co, "log", "--reverse", "--format=%an <%ae>|%cn|%s")
+	want := "alice <alice@users.kubehistory.local>|kubehistory|alice: create configmaps team-a/web\n" +
+		"bob <bob@users.kubehistory.local>|kubehistory|bob: update configmaps team-a/api, create secrets team-a/db"
+	if log != want {
+		t.Fatalf("log:\n%s\nwant:\n%s", log, want)
+	}
+	got, err := os.ReadFile(co + "/clusters/dev/team-a/core/configmaps/web.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "apiVersion: v1\ndata:\n  color: blue\nkind: ConfigMap\nmetadata:\n  name: web\n  namespace: team-a\n" {
+		t.Fatalf("web.yaml:\n%s", got)
+	}
+	body := gitCLI(t, co, "log", "-1", "--format=%B")
+	for _, want := range []string{TrailerChangeID + ": " + api.ChangeID, TrailerChangeID + ": " + db.ChangeID,
+		TrailerAuditID + ": " + api.AuditID, TrailerActorGroups + ": system:authenticated, team-bob",
+		TrailerObjectVersion + ": clusters/dev/team-a/core/secrets/db.yaml 102"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("commit message lacks %q:\n%s", want, body)
+		}
+	}
+	byID := recordByID(recs)
+	head := gitCLI(t, co, "rev-parse", "HEAD")
+	rec := byID[db.ChangeID]
+	if rec.Git.Commit != head || rec.Git.Path != "clusters/dev/team-a/core/secrets/db.yaml" || rec.Git.Repository != "file://"+remote ||
+		rec.Git.Branch != "main" || rec.Git.Destination != dest.Name || rec.Git.CommittedAt == nil {
+		t.Errorf("bad git link %+v", rec.Git)
+	}
+	if !strings.Contains(byID[web.ChangeID].Diff, "+  color: blue\n") || !strings.Contains(byID[web.ChangeID].Diff, "--- /dev/null") {
+		t.Errorf("bad diff:\n%s", byID[web.ChangeID].Diff)
+	}
+
+	del := mkChange("carol", "delete", "configmaps", "team-a", "web", "103", nil)
+	upd := mkChange("bob", "update", "secrets", "team-a", "db", "104", map[string]interface{}{"data": map[string]interface{}{"password": b64(secretValue + "-2")}})
+	publish(t, js, "", del, upd)
+	recs = waitRecords(t, js, 5)
+	gitCLI(t, co, "pull", "-q")
+	if _, err := os.Stat(co + "/clusters/dev/team-a/core/configmaps/web.yaml"); !os.IsNotExist(err) {
+		t.Fatalf("web.yaml still there: %v", err)
+	}
+	if got := gitCLI(t, co, "log", "-1", "--format=%an", "--", "clusters/dev/team-a/core/configmaps/web.yaml"); got != "carol" {
+		t.Fatalf("file removed by %q, want carol", got)
+	}
+	if d := recordByID(recs)[del.ChangeID].Diff; !strings.Contains(d, "+++ /dev/null") || !strings.Contains(d, "-  color: blue") {
+		t.Errorf("delete diff:\n%s", d)
+	}
+	// The secret's value is nowhere in the repository's history, base64 or plain.
+	for _, v := range []string{secretValue, b64(secretValue), b64(secretValue + "-2")} {
+		if out := gitGrepAll(t, co, v); out != "" {
+			t.Fatalf("secret value %q found:\n%s", v, out)
+		}
+		if p := gitCLI(t, co, "log", "-p", "--all"); strings.Contains(p, v) {
+			t.Fatalf("secret value %q in git log -p", v)
+		}
+		for _, rec := range recs {
+			if strings.Contains(rec.Diff, v) {
+				t.Fatalf("secret value in a record diff")
+			}
+		}
+	}
+	if !strings.Contains(gitCLI(t, co, "show", "HEAD:clusters/dev/team-a/core/secrets/db.yaml"), "password: sha256:") {
+		t.Fatal("secret not hashed")
+	}
+	waitAcked(t, js)
+	r.stop(t)
+	st, err := ReadRepoStatus(context.Background(), r.w.kv, dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.HeadCommit != gitCLI(t, co, "rev-parse", "HEAD") || st.CommittedChanges != 5 || st.LastError != "" || st.LastPushTime == nil ||
+		st.Writer != "test-replica" || st.Name != dest.Name || len(st.Conditions) != 1 || st.Conditions[0].Status != "True" {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+// gitGrepAll greps every revision for s; empty when nothing matches.
+func gitGrepAll(t *testing.T, dir, s string) string {
+	revs := strings.Fields(gitCLI(t, dir, "rev-list", "--all"))
+	var out []string
+	for _, rev := range revs {
+		cmdOut := gitCLIAllowFail(dir, "grep", "-F", s, rev)
+		if cmdOut != "" {
+			out = append(out, cmdOut)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestRedeliveryIsIdempotent: a change re-sent after its commit (past the JetStream duplicate
+// window, hence another message) makes no second commit and its record reaches the index once.
+func TestRedeliveryIsIdempotent(t *testing.T) {
+	js := startJetStream(t)
+	remote := bareRepo(t)
+	r := startWriter(t, testConfig(t, "file://"+remote), js, nil)
+	c := mkChange("alice", "update", "configmaps", "team-a", "web", "7", map[string]interface{}{"data": map[string]interface{}{"a": "1"}})
+	publish(t, js, "", c)
+	waitRecords(t, js, 1)
+	waitAcked(t, js)
+	publish(t, js, "resent-", c)
+	publish(t, js, "resent-again-", c)
+	waitAcked(t, js)
+	co := checkout(t, remote)
+	if n := gitCLI(t, co, "rev-list", "--count", "HEAD"); n != "1" {
+		t.Fatalf("%s commits, want 1", n)
+	}
+	r.stop(t)
+	if recs := records(t, js); len(recs) != 1 {
+		t.Fatalf("%d records, want 1", len(recs))
+	}
+}
+
+// TestCrashBetweenPushAndAck: the writer dies after pushing, before publishing and acking; the
+// restarted writer (with its data directory, or with a fresh one) neither loses nor doubles anything.
+func TestCrashBetweenPushAndAck(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		loseDataDir bool
+	}{{"same data dir", false}, {"data dir lost", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			js := startJetStream(t)
+			remote := bareRepo(t)
+			cfg := testConfig(t, "file://"+remote)
+			cfg.AckWait = 1e9 // redelivery soon after the crash
+			var crashes atomic.Int32
+			cfg.Hooks.AfterPush = func() error {
+				if crashes.Add(1) == 1 {
+					return errors.New("simulated crash")
+				}
+				return nil
+			}
+			w, err := New(cfg, js, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			chs := []change.Change{
+				mkChange("alice", "create", "configmaps", "team-a", "web", "10", map[string]interface{}{"data": map[string]interface{}{"a": "1"}}),
+				mkChange("bob", "create", "configmaps", "team-b", "api", "11", map[string]interface{}{"data": map[string]interface{}{"b": "2"}}),
+			}
+			publish(t, js, "", chs...)
+			if err := w.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "simulated crash") {
+				t.Fatalf("Run returned %v, want the simulated crash", err)
+			}
+			co := checkout(t, remote)
+			if n := gitCLI(t, co, "rev-list", "--count", "HEAD"); n != "2" {
+				t.Fatalf("%s commits pushed before the crash, want 2", n)
+			}
+			if recs := records(t, js); len(recs) != 0 {
+				t.Fatalf("%d records published before the crash", len(recs))
+			}
+			if tc.loseDataDir {
+				cfg.DataDir = t.TempDir()
+			}
+			publish(t, js, "", mkChange("alice", "update", "configmaps", "team-a", "web", "12", map[string]interface{}{"data": map[string]interface{}{"a": "3"}}))
+			startWriter(t, cfg, js, nil)
+			recs := waitRecords(t, js, 3)
+			waitAcked(t, js)
+			gitCLI(t, co, "pull", "-q")
+			if n := gitCLI(t, co, "rev-list", "--count", "HEAD"); n != "3" {
+				t.Fatalf("%s commits, want 3:\n%s", n, gitCLI(t, co, "log", "--format=%an %s"))
+			}
+			byID := recordByID(recs)
+			if len(byID) != 3 || len(recs) != 3 {
+				t.Fatalf("records %d (distinct %d), want 3", len(recs), len(byID))
+			}
+			first := strings.Fields(gitCLI(t, co, "rev-list", "--reverse", "HEAD"))
+			if byID[chs[0].ChangeID].Git.Commit != first[0] || byID[chs[1].ChangeID].Git.Commit != first[1] {
+				t.Fatalf("recovered records point at the wrong commits")
+			}
+			if d := byID[chs[0].ChangeID].Diff; !strings.Contains(d, "+  a: \"1\"") {
+				t.Fatalf("recovered diff:\n%s", d)
+			}
+		})
+	}
+}
+
+// TestOutOfOrderResourceVersions: an older state, in the same window or a later one, never
+// overwrites a newer one; it still gets its record.
+func TestOutOfOrderResourceVersions(t *testing.T) {
+	js := startJetStream(t)
+	remote := bareRepo(t)
+	startWriter(t, testConfig(t, "file://"+remote), js, nil)
+	cm := func(user, verb, rv, v string) change.Change {
+		var body map[string]interface{}
+		if v != "" {
+			body = map[string]interface{}{"data": map[string]interface{}{"v": v}}
+		}
+		return mkChange(user, verb, "configmaps", "team-a", "web", rv, body)
+	}
+	// Same window, reversed, and one by another actor in between.
+	publish(t, js, "", cm("alice", "update", "30", "thirty"), cm("bob", "update", "25", "twenty-five"), cm("alice", "update", "20", "twenty"))
+	waitRecords(t, js, 3)
+	co := checkout(t, remote)
+	show := func() string { return gitCLI(t, co, "show", "origin/main:clusters/dev/team-a/core/configmaps/web.yaml") }
+	if !strings.Contains(show(), "v: thirty") {
+		t.Fatalf("file regressed:\n%s", show())
+	}
+	// A later window with older states and an older delete.
+	publish(t, js, "", cm("bob", "update", "29", "twenty-nine"), cm("carol", "delete", "28", ""))
+	waitRecords(t, js, 5)
+	gitCLI(t, co, "fetch", "-q")
+	if !strings.Contains(show(), "v: thirty") {
+		t.Fatalf("file regressed:\n%s", show())
+	}
+	// The real delete, then a late update from before it: the file stays deleted.
+	publish(t, js, "", cm("carol", "delete", "30", ""))
+	waitRecords(t, js, 6)
+	publish(t, js, "", cm("bob", "update", "30", "thirty-again"))
+	waitRecords(t, js, 7)
+	gitCLI(t, co, "fetch", "-q")
+	if out := gitCLI(t, co, "ls-tree", "-r", "--name-only", "origin/main"); strings.Contains(out, "web.yaml") {
+		t.Fatalf("deleted file came back:\n%s", out)
+	}
+	// A recreation (newer resourceVersion) writes it again.
+	publish(t, js, "", cm("alice", "create", "40", "new"))
+	waitRecords(t, js, 8)
+	gitCLI(t, co, "fetch", "-q")
+	if !strings.Contains(show(), "v: new") {
+		t.Fatalf("recreated file:\n%s", show())
+	}
+}
+
+type fakeFetcher map[string]string
+
+func (f fakeFetcher) Get(_ context.Context, group, version, resource, namespace, name string) ([]byte, bool, error) {
+	b, ok := f[resource+"/"+namespace+"/"+name]
+	return []byte(b), ok, nil
+}
+
+// TestChangesWithoutBody: the object is fetched at write time, or marked gone without a file change.
+func TestChangesWithoutBody(t *testing.T) {
+	js := startJetStream(t)
+	remote := bareRepo(t)
+	f := fakeFetcher{"configmaps/team-a/web": `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"web","namespace":"team-a","resourceVersion":"55"},"data":{"x":"fetched"}}`}
+	startWriter(t, testConfig(t, "file://"+remote), js, f)
+	present := mkChange("alice", "patch", "configmaps", "team-a", "web", "", nil)
+	present.Markers = []historyv1alpha1.ChangeMarker{historyv1alpha1.MarkerNoBody}
+	gone := mkChange("bob", "patch", "configmaps", "team-a", "old", "", nil)
+	publish(t, js, "", present, gone)
+	byID := recordByID(waitRecords(t, js, 2))
+	if m := byID[present.ChangeID].Markers; len(m) != 2 || m[0] != historyv1alpha1.MarkerNoBody || m[1] != historyv1alpha1.MarkerFetchedAtWriteTime {
+		t.Fatalf("markers %v", m)
+	}
+	if m := byID[gone.ChangeID].Markers; len(m) != 1 || m[0] != historyv1alpha1.MarkerObjectGone {
+		t.Fatalf("markers %v", m)
+	}
+	if byID[gone.ChangeID].Diff != "" || byID[gone.ChangeID].Git.Commit == "" {
+		t.Fatalf("gone record %+v", byID[gone.ChangeID])
+	}
+	co := checkout(t, remote)
+	if out := gitCLI(t, co, "ls-tree", "-r", "--name-only", "HEAD"); out != "clusters/dev/team-a/core/configmaps/web.yaml" {
+		t.Fatalf("files:\n%s", out)
+	}
+	if !strings.Contains(gitCLI(t, co, "log", "--format=%B"), TrailerMarker+": "+gone.ChangeID+" ObjectGone") {
+		t.Fatal("marker trailer missing")
+	}
+}
