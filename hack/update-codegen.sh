@@ -19,6 +19,7 @@ kube::codegen::gen_openapi \
   --output-dir pkg/generated/openapi \
   --output-pkg "$MODULE/pkg/generated/openapi" \
   --report-filename hack/api-rule-violations.list --update-report \
+  --output-model-name-file zz_generated.model_name.go \
   --boilerplate hack/boilerplate.go.txt \
   apis/history
 

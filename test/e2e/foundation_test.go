@@ -118,8 +118,8 @@ func TestAPIResourcesReadOnly(t *testing.T) {
 			t.Errorf("unexpected resource line %q", line)
 			continue
 		}
-		if !strings.Contains(line, "[get list]") {
-			t.Errorf("%s: verbs are not exactly [get list]: %q", fields[0], line)
+		if !strings.Contains(line, " get,list ") {
+			t.Errorf("%s: verbs are not exactly get,list: %q", fields[0], line)
 		}
 		if strings.Contains(line, " true ") != namespaced {
 			t.Errorf("%s: namespaced should be %v: %q", fields[0], namespaced, line)
@@ -164,7 +164,15 @@ func TestListGetAndTable(t *testing.T) {
 }
 
 func TestExplain(t *testing.T) {
-	out := kubectl(t, "explain", "resourcechange")
+	// The aggregator fetches the backend's OpenAPI asynchronously after the APIService turns Available.
+	var out string
+	if err := framework.WaitFor(context.Background(), 90*time.Second, func() error {
+		var err error
+		out, err = kubectlAs(env.plane.AdminKubeconfig, "", "explain", "resourcechange")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
 	for _, want := range []string{"ResourceChange is one persisted change", "actor", "changeTime", "diff", "git", "markers", "verb"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("kubectl explain resourcechange: missing %q in:\n%s", want, out)
@@ -186,6 +194,7 @@ kind: ResourceChange
 metadata: {name: forged, namespace: team-a}
 object: {version: v1, resource: configmaps, name: web}
 verb: delete
+actor: {username: mallory}
 source: audit
 changeID: forged
 changeTime: "2026-11-26T10:00:00.000000Z"
@@ -295,14 +304,7 @@ func TestRBAC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := framework.KubectlRun(ctx, env.plane.AdminKubeconfig, "", "create", "rolebinding", "viewer-history", "-n", "team-a",
-		"--clusterrole=kubehistory:history-viewer", "--user=viewer"); err != nil {
-		if !strings.Contains(err.Error(), "NotFound") {
-			t.Fatal(err)
-		}
-		kubectl(t, "create", "namespace", "team-a")
-		kubectl(t, "create", "rolebinding", "viewer-history", "-n", "team-a", "--clusterrole=kubehistory:history-viewer", "--user=viewer")
-	}
+	kubectl(t, "create", "rolebinding", "viewer-history", "-n", "team-a", "--clusterrole=kubehistory:history-viewer", "--user=viewer")
 	if _, err := kubectlAs(nobody, "", "get", "resourcechanges", "-n", "team-a"); err == nil || !strings.Contains(err.Error(), "Forbidden") {
 		t.Errorf("user without RBAC: want Forbidden, got %v", err)
 	}

@@ -55,6 +55,12 @@ func run(m *testing.M) int {
 		return 1
 	}
 	env.kh = kh
+	for _, ns := range []string{"team-a", "team-b"} {
+		if _, err := framework.KubectlRun(ctx, plane.AdminKubeconfig, "", "create", "namespace", ns); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
 	code := m.Run()
 	if code != 0 {
 		dumpLog(filepath.Join(plane.Dir, "kubehistory-apiserver.log"))

@@ -6,4 +6,5 @@
 // +k8s:conversion-gen=github.com/kubehistory/kubehistory/apis/history
 // +k8s:defaulter-gen=TypeMeta
 // +groupName=history.kubehistory.io
+// +k8s:openapi-model-package=io.kubehistory.history.v1alpha1
 package v1alpha1

@@ -12,6 +12,7 @@ Licensed under the Apache License, Version 2.0.
 package openapi
 
 import (
+	v1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	resource "k8s.io/apimachinery/pkg/api/resource"
 	v1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	runtime "k8s.io/apimachinery/pkg/runtime"
@@ -22,73 +23,73 @@ import (
 
 func GetOpenAPIDefinitions(ref common.ReferenceCallback) map[string]common.OpenAPIDefinition {
 	return map[string]common.OpenAPIDefinition{
-		"github.com/kubehistory/kubehistory/apis/history/v1alpha1.Actor":                     schema_kubehistory_apis_history_v1alpha1_Actor(ref),
-		"github.com/kubehistory/kubehistory/apis/history/v1alpha1.Change":                    schema_kubehistory_apis_history_v1alpha1_Change(ref),
-		"github.com/kubehistory/kubehistory/apis/history/v1alpha1.ChangedObject":             schema_kubehistory_apis_history_v1alpha1_ChangedObject(ref),
-		"github.com/kubehistory/kubehistory/apis/history/v1alpha1.ClusterResourceChange":     schema_kubehistory_apis_history_v1alpha1_ClusterResourceChange(ref),
-		"github.com/kubehistory/kubehistory/apis/history/v1alpha1.ClusterResourceChangeList": schema_kubehistory_apis_history_v1alpha1_ClusterResourceChangeList(ref),
-		"github.com/kubehistory/kubehistory/apis/history/v1alpha1.GitLink":                   schema_kubehistory_apis_history_v1alpha1_GitLink(ref),
-		"github.com/kubehistory/kubehistory/apis/history/v1alpha1.Impersonator":              schema_kubehistory_apis_history_v1alpha1_Impersonator(ref),
-		"github.com/kubehistory/kubehistory/apis/history/v1alpha1.OrphanFile":                schema_kubehistory_apis_history_v1alpha1_OrphanFile(ref),
-		"github.com/kubehistory/kubehistory/apis/history/v1alpha1.RepoStatus":                schema_kubehistory_apis_history_v1alpha1_RepoStatus(ref),
-		"github.com/kubehistory/kubehistory/apis/history/v1alpha1.RepoStatusList":            schema_kubehistory_apis_history_v1alpha1_RepoStatusList(ref),
-		"github.com/kubehistory/kubehistory/apis/history/v1alpha1.ResourceChange":            schema_kubehistory_apis_history_v1alpha1_ResourceChange(ref),
-		"github.com/kubehistory/kubehistory/apis/history/v1alpha1.ResourceChangeList":        schema_kubehistory_apis_history_v1alpha1_ResourceChangeList(ref),
-		resource.Quantity{}.OpenAPIModelName():                                               schema_apimachinery_pkg_api_resource_Quantity(ref),
-		v1.APIGroup{}.OpenAPIModelName():                                                     schema_pkg_apis_meta_v1_APIGroup(ref),
-		v1.APIGroupList{}.OpenAPIModelName():                                                 schema_pkg_apis_meta_v1_APIGroupList(ref),
-		v1.APIResource{}.OpenAPIModelName():                                                  schema_pkg_apis_meta_v1_APIResource(ref),
-		v1.APIResourceList{}.OpenAPIModelName():                                              schema_pkg_apis_meta_v1_APIResourceList(ref),
-		v1.APIVersions{}.OpenAPIModelName():                                                  schema_pkg_apis_meta_v1_APIVersions(ref),
-		v1.ApplyOptions{}.OpenAPIModelName():                                                 schema_pkg_apis_meta_v1_ApplyOptions(ref),
-		v1.Condition{}.OpenAPIModelName():                                                    schema_pkg_apis_meta_v1_Condition(ref),
-		v1.CreateOptions{}.OpenAPIModelName():                                                schema_pkg_apis_meta_v1_CreateOptions(ref),
-		v1.DeleteOptions{}.OpenAPIModelName():                                                schema_pkg_apis_meta_v1_DeleteOptions(ref),
-		v1.Duration{}.OpenAPIModelName():                                                     schema_pkg_apis_meta_v1_Duration(ref),
-		v1.FieldSelectorRequirement{}.OpenAPIModelName():                                     schema_pkg_apis_meta_v1_FieldSelectorRequirement(ref),
-		v1.FieldsV1{}.OpenAPIModelName():                                                     schema_pkg_apis_meta_v1_FieldsV1(ref),
-		v1.GetOptions{}.OpenAPIModelName():                                                   schema_pkg_apis_meta_v1_GetOptions(ref),
-		v1.GroupKind{}.OpenAPIModelName():                                                    schema_pkg_apis_meta_v1_GroupKind(ref),
-		v1.GroupResource{}.OpenAPIModelName():                                                schema_pkg_apis_meta_v1_GroupResource(ref),
-		v1.GroupVersion{}.OpenAPIModelName():                                                 schema_pkg_apis_meta_v1_GroupVersion(ref),
-		v1.GroupVersionForDiscovery{}.OpenAPIModelName():                                     schema_pkg_apis_meta_v1_GroupVersionForDiscovery(ref),
-		v1.GroupVersionKind{}.OpenAPIModelName():                                             schema_pkg_apis_meta_v1_GroupVersionKind(ref),
-		v1.GroupVersionResource{}.OpenAPIModelName():                                         schema_pkg_apis_meta_v1_GroupVersionResource(ref),
-		v1.InternalEvent{}.OpenAPIModelName():                                                schema_pkg_apis_meta_v1_InternalEvent(ref),
-		v1.LabelSelector{}.OpenAPIModelName():                                                schema_pkg_apis_meta_v1_LabelSelector(ref),
-		v1.LabelSelectorRequirement{}.OpenAPIModelName():                                     schema_pkg_apis_meta_v1_LabelSelectorRequirement(ref),
-		v1.List{}.OpenAPIModelName():                                                         schema_pkg_apis_meta_v1_List(ref),
-		v1.ListMeta{}.OpenAPIModelName():                                                     schema_pkg_apis_meta_v1_ListMeta(ref),
-		v1.ListOptions{}.OpenAPIModelName():                                                  schema_pkg_apis_meta_v1_ListOptions(ref),
-		v1.ManagedFieldsEntry{}.OpenAPIModelName():                                           schema_pkg_apis_meta_v1_ManagedFieldsEntry(ref),
-		v1.MicroTime{}.OpenAPIModelName():                                                    schema_pkg_apis_meta_v1_MicroTime(ref),
-		v1.ObjectMeta{}.OpenAPIModelName():                                                   schema_pkg_apis_meta_v1_ObjectMeta(ref),
-		v1.OwnerReference{}.OpenAPIModelName():                                               schema_pkg_apis_meta_v1_OwnerReference(ref),
-		v1.PartialObjectMetadata{}.OpenAPIModelName():                                        schema_pkg_apis_meta_v1_PartialObjectMetadata(ref),
-		v1.PartialObjectMetadataList{}.OpenAPIModelName():                                    schema_pkg_apis_meta_v1_PartialObjectMetadataList(ref),
-		v1.Patch{}.OpenAPIModelName():                                                        schema_pkg_apis_meta_v1_Patch(ref),
-		v1.PatchOptions{}.OpenAPIModelName():                                                 schema_pkg_apis_meta_v1_PatchOptions(ref),
-		v1.Preconditions{}.OpenAPIModelName():                                                schema_pkg_apis_meta_v1_Preconditions(ref),
-		v1.RootPaths{}.OpenAPIModelName():                                                    schema_pkg_apis_meta_v1_RootPaths(ref),
-		v1.ServerAddressByClientCIDR{}.OpenAPIModelName():                                    schema_pkg_apis_meta_v1_ServerAddressByClientCIDR(ref),
-		v1.ShardInfo{}.OpenAPIModelName():                                                    schema_pkg_apis_meta_v1_ShardInfo(ref),
-		v1.Status{}.OpenAPIModelName():                                                       schema_pkg_apis_meta_v1_Status(ref),
-		v1.StatusCause{}.OpenAPIModelName():                                                  schema_pkg_apis_meta_v1_StatusCause(ref),
-		v1.StatusDetails{}.OpenAPIModelName():                                                schema_pkg_apis_meta_v1_StatusDetails(ref),
-		v1.Table{}.OpenAPIModelName():                                                        schema_pkg_apis_meta_v1_Table(ref),
-		v1.TableColumnDefinition{}.OpenAPIModelName():                                        schema_pkg_apis_meta_v1_TableColumnDefinition(ref),
-		v1.TableOptions{}.OpenAPIModelName():                                                 schema_pkg_apis_meta_v1_TableOptions(ref),
-		v1.TableRow{}.OpenAPIModelName():                                                     schema_pkg_apis_meta_v1_TableRow(ref),
-		v1.TableRowCondition{}.OpenAPIModelName():                                            schema_pkg_apis_meta_v1_TableRowCondition(ref),
-		v1.Time{}.OpenAPIModelName():                                                         schema_pkg_apis_meta_v1_Time(ref),
-		v1.Timestamp{}.OpenAPIModelName():                                                    schema_pkg_apis_meta_v1_Timestamp(ref),
-		v1.TypeMeta{}.OpenAPIModelName():                                                     schema_pkg_apis_meta_v1_TypeMeta(ref),
-		v1.UpdateOptions{}.OpenAPIModelName():                                                schema_pkg_apis_meta_v1_UpdateOptions(ref),
-		v1.WatchEvent{}.OpenAPIModelName():                                                   schema_pkg_apis_meta_v1_WatchEvent(ref),
-		runtime.RawExtension{}.OpenAPIModelName():                                            schema_k8sio_apimachinery_pkg_runtime_RawExtension(ref),
-		runtime.TypeMeta{}.OpenAPIModelName():                                                schema_k8sio_apimachinery_pkg_runtime_TypeMeta(ref),
-		runtime.Unknown{}.OpenAPIModelName():                                                 schema_k8sio_apimachinery_pkg_runtime_Unknown(ref),
-		version.Info{}.OpenAPIModelName():                                                    schema_k8sio_apimachinery_pkg_version_Info(ref),
+		v1alpha1.Actor{}.OpenAPIModelName():                     schema_kubehistory_apis_history_v1alpha1_Actor(ref),
+		v1alpha1.Change{}.OpenAPIModelName():                    schema_kubehistory_apis_history_v1alpha1_Change(ref),
+		v1alpha1.ChangedObject{}.OpenAPIModelName():             schema_kubehistory_apis_history_v1alpha1_ChangedObject(ref),
+		v1alpha1.ClusterResourceChange{}.OpenAPIModelName():     schema_kubehistory_apis_history_v1alpha1_ClusterResourceChange(ref),
+		v1alpha1.ClusterResourceChangeList{}.OpenAPIModelName(): schema_kubehistory_apis_history_v1alpha1_ClusterResourceChangeList(ref),
+		v1alpha1.GitLink{}.OpenAPIModelName():                   schema_kubehistory_apis_history_v1alpha1_GitLink(ref),
+		v1alpha1.Impersonator{}.OpenAPIModelName():              schema_kubehistory_apis_history_v1alpha1_Impersonator(ref),
+		v1alpha1.OrphanFile{}.OpenAPIModelName():                schema_kubehistory_apis_history_v1alpha1_OrphanFile(ref),
+		v1alpha1.RepoStatus{}.OpenAPIModelName():                schema_kubehistory_apis_history_v1alpha1_RepoStatus(ref),
+		v1alpha1.RepoStatusList{}.OpenAPIModelName():            schema_kubehistory_apis_history_v1alpha1_RepoStatusList(ref),
+		v1alpha1.ResourceChange{}.OpenAPIModelName():            schema_kubehistory_apis_history_v1alpha1_ResourceChange(ref),
+		v1alpha1.ResourceChangeList{}.OpenAPIModelName():        schema_kubehistory_apis_history_v1alpha1_ResourceChangeList(ref),
+		resource.Quantity{}.OpenAPIModelName():                  schema_apimachinery_pkg_api_resource_Quantity(ref),
+		v1.APIGroup{}.OpenAPIModelName():                        schema_pkg_apis_meta_v1_APIGroup(ref),
+		v1.APIGroupList{}.OpenAPIModelName():                    schema_pkg_apis_meta_v1_APIGroupList(ref),
+		v1.APIResource{}.OpenAPIModelName():                     schema_pkg_apis_meta_v1_APIResource(ref),
+		v1.APIResourceList{}.OpenAPIModelName():                 schema_pkg_apis_meta_v1_APIResourceList(ref),
+		v1.APIVersions{}.OpenAPIModelName():                     schema_pkg_apis_meta_v1_APIVersions(ref),
+		v1.ApplyOptions{}.OpenAPIModelName():                    schema_pkg_apis_meta_v1_ApplyOptions(ref),
+		v1.Condition{}.OpenAPIModelName():                       schema_pkg_apis_meta_v1_Condition(ref),
+		v1.CreateOptions{}.OpenAPIModelName():                   schema_pkg_apis_meta_v1_CreateOptions(ref),
+		v1.DeleteOptions{}.OpenAPIModelName():                   schema_pkg_apis_meta_v1_DeleteOptions(ref),
+		v1.Duration{}.OpenAPIModelName():                        schema_pkg_apis_meta_v1_Duration(ref),
+		v1.FieldSelectorRequirement{}.OpenAPIModelName():        schema_pkg_apis_meta_v1_FieldSelectorRequirement(ref),
+		v1.FieldsV1{}.OpenAPIModelName():                        schema_pkg_apis_meta_v1_FieldsV1(ref),
+		v1.GetOptions{}.OpenAPIModelName():                      schema_pkg_apis_meta_v1_GetOptions(ref),
+		v1.GroupKind{}.OpenAPIModelName():                       schema_pkg_apis_meta_v1_GroupKind(ref),
+		v1.GroupResource{}.OpenAPIModelName():                   schema_pkg_apis_meta_v1_GroupResource(ref),
+		v1.GroupVersion{}.OpenAPIModelName():                    schema_pkg_apis_meta_v1_GroupVersion(ref),
+		v1.GroupVersionForDiscovery{}.OpenAPIModelName():        schema_pkg_apis_meta_v1_GroupVersionForDiscovery(ref),
+		v1.GroupVersionKind{}.OpenAPIModelName():                schema_pkg_apis_meta_v1_GroupVersionKind(ref),
+		v1.GroupVersionResource{}.OpenAPIModelName():            schema_pkg_apis_meta_v1_GroupVersionResource(ref),
+		v1.InternalEvent{}.OpenAPIModelName():                   schema_pkg_apis_meta_v1_InternalEvent(ref),
+		v1.LabelSelector{}.OpenAPIModelName():                   schema_pkg_apis_meta_v1_LabelSelector(ref),
+		v1.LabelSelectorRequirement{}.OpenAPIModelName():        schema_pkg_apis_meta_v1_LabelSelectorRequirement(ref),
+		v1.List{}.OpenAPIModelName():                            schema_pkg_apis_meta_v1_List(ref),
+		v1.ListMeta{}.OpenAPIModelName():                        schema_pkg_apis_meta_v1_ListMeta(ref),
+		v1.ListOptions{}.OpenAPIModelName():                     schema_pkg_apis_meta_v1_ListOptions(ref),
+		v1.ManagedFieldsEntry{}.OpenAPIModelName():              schema_pkg_apis_meta_v1_ManagedFieldsEntry(ref),
+		v1.MicroTime{}.OpenAPIModelName():                       schema_pkg_apis_meta_v1_MicroTime(ref),
+		v1.ObjectMeta{}.OpenAPIModelName():                      schema_pkg_apis_meta_v1_ObjectMeta(ref),
+		v1.OwnerReference{}.OpenAPIModelName():                  schema_pkg_apis_meta_v1_OwnerReference(ref),
+		v1.PartialObjectMetadata{}.OpenAPIModelName():           schema_pkg_apis_meta_v1_PartialObjectMetadata(ref),
+		v1.PartialObjectMetadataList{}.OpenAPIModelName():       schema_pkg_apis_meta_v1_PartialObjectMetadataList(ref),
+		v1.Patch{}.OpenAPIModelName():                           schema_pkg_apis_meta_v1_Patch(ref),
+		v1.PatchOptions{}.OpenAPIModelName():                    schema_pkg_apis_meta_v1_PatchOptions(ref),
+		v1.Preconditions{}.OpenAPIModelName():                   schema_pkg_apis_meta_v1_Preconditions(ref),
+		v1.RootPaths{}.OpenAPIModelName():                       schema_pkg_apis_meta_v1_RootPaths(ref),
+		v1.ServerAddressByClientCIDR{}.OpenAPIModelName():       schema_pkg_apis_meta_v1_ServerAddressByClientCIDR(ref),
+		v1.ShardInfo{}.OpenAPIModelName():                       schema_pkg_apis_meta_v1_ShardInfo(ref),
+		v1.Status{}.OpenAPIModelName():                          schema_pkg_apis_meta_v1_Status(ref),
+		v1.StatusCause{}.OpenAPIModelName():                     schema_pkg_apis_meta_v1_StatusCause(ref),
+		v1.StatusDetails{}.OpenAPIModelName():                   schema_pkg_apis_meta_v1_StatusDetails(ref),
+		v1.Table{}.OpenAPIModelName():                           schema_pkg_apis_meta_v1_Table(ref),
+		v1.TableColumnDefinition{}.OpenAPIModelName():           schema_pkg_apis_meta_v1_TableColumnDefinition(ref),
+		v1.TableOptions{}.OpenAPIModelName():                    schema_pkg_apis_meta_v1_TableOptions(ref),
+		v1.TableRow{}.OpenAPIModelName():                        schema_pkg_apis_meta_v1_TableRow(ref),
+		v1.TableRowCondition{}.OpenAPIModelName():               schema_pkg_apis_meta_v1_TableRowCondition(ref),
+		v1.Time{}.OpenAPIModelName():                            schema_pkg_apis_meta_v1_Time(ref),
+		v1.Timestamp{}.OpenAPIModelName():                       schema_pkg_apis_meta_v1_Timestamp(ref),
+		v1.TypeMeta{}.OpenAPIModelName():                        schema_pkg_apis_meta_v1_TypeMeta(ref),
+		v1.UpdateOptions{}.OpenAPIModelName():                   schema_pkg_apis_meta_v1_UpdateOptions(ref),
+		v1.WatchEvent{}.OpenAPIModelName():                      schema_pkg_apis_meta_v1_WatchEvent(ref),
+		runtime.RawExtension{}.OpenAPIModelName():               schema_k8sio_apimachinery_pkg_runtime_RawExtension(ref),
+		runtime.TypeMeta{}.OpenAPIModelName():                   schema_k8sio_apimachinery_pkg_runtime_TypeMeta(ref),
+		runtime.Unknown{}.OpenAPIModelName():                    schema_k8sio_apimachinery_pkg_runtime_Unknown(ref),
+		version.Info{}.OpenAPIModelName():                       schema_k8sio_apimachinery_pkg_version_Info(ref),
 	}
 }
 
@@ -136,7 +137,7 @@ func schema_kubehistory_apis_history_v1alpha1_Actor(ref common.ReferenceCallback
 					"impersonator": {
 						SchemaProps: spec.SchemaProps{
 							Description: "impersonator is set when the actor was impersonated by another user.",
-							Ref:         ref("github.com/kubehistory/kubehistory/apis/history/v1alpha1.Impersonator"),
+							Ref:         ref(v1alpha1.Impersonator{}.OpenAPIModelName()),
 						},
 					},
 					"userAgent": {
@@ -170,7 +171,7 @@ func schema_kubehistory_apis_history_v1alpha1_Actor(ref common.ReferenceCallback
 			},
 		},
 		Dependencies: []string{
-			"github.com/kubehistory/kubehistory/apis/history/v1alpha1.Impersonator"},
+			v1alpha1.Impersonator{}.OpenAPIModelName()},
 	}
 }
 
@@ -185,7 +186,7 @@ func schema_kubehistory_apis_history_v1alpha1_Change(ref common.ReferenceCallbac
 						SchemaProps: spec.SchemaProps{
 							Description: "object is the changed object.",
 							Default:     map[string]interface{}{},
-							Ref:         ref("github.com/kubehistory/kubehistory/apis/history/v1alpha1.ChangedObject"),
+							Ref:         ref(v1alpha1.ChangedObject{}.OpenAPIModelName()),
 						},
 					},
 					"verb": {
@@ -200,7 +201,7 @@ func schema_kubehistory_apis_history_v1alpha1_Change(ref common.ReferenceCallbac
 						SchemaProps: spec.SchemaProps{
 							Description: "actor is who made the change.",
 							Default:     map[string]interface{}{},
-							Ref:         ref("github.com/kubehistory/kubehistory/apis/history/v1alpha1.Actor"),
+							Ref:         ref(v1alpha1.Actor{}.OpenAPIModelName()),
 						},
 					},
 					"source": {
@@ -243,7 +244,7 @@ func schema_kubehistory_apis_history_v1alpha1_Change(ref common.ReferenceCallbac
 						SchemaProps: spec.SchemaProps{
 							Description: "git locates the commit and file that recorded the change.",
 							Default:     map[string]interface{}{},
-							Ref:         ref("github.com/kubehistory/kubehistory/apis/history/v1alpha1.GitLink"),
+							Ref:         ref(v1alpha1.GitLink{}.OpenAPIModelName()),
 						},
 					},
 					"diff": {
@@ -285,7 +286,7 @@ func schema_kubehistory_apis_history_v1alpha1_Change(ref common.ReferenceCallbac
 			},
 		},
 		Dependencies: []string{
-			"github.com/kubehistory/kubehistory/apis/history/v1alpha1.Actor", "github.com/kubehistory/kubehistory/apis/history/v1alpha1.ChangedObject", "github.com/kubehistory/kubehistory/apis/history/v1alpha1.GitLink", v1.MicroTime{}.OpenAPIModelName()},
+			v1alpha1.Actor{}.OpenAPIModelName(), v1alpha1.ChangedObject{}.OpenAPIModelName(), v1alpha1.GitLink{}.OpenAPIModelName(), v1.MicroTime{}.OpenAPIModelName()},
 	}
 }
 
@@ -394,7 +395,7 @@ func schema_kubehistory_apis_history_v1alpha1_ClusterResourceChange(ref common.R
 						SchemaProps: spec.SchemaProps{
 							Description: "object is the changed object.",
 							Default:     map[string]interface{}{},
-							Ref:         ref("github.com/kubehistory/kubehistory/apis/history/v1alpha1.ChangedObject"),
+							Ref:         ref(v1alpha1.ChangedObject{}.OpenAPIModelName()),
 						},
 					},
 					"verb": {
@@ -409,7 +410,7 @@ func schema_kubehistory_apis_history_v1alpha1_ClusterResourceChange(ref common.R
 						SchemaProps: spec.SchemaProps{
 							Description: "actor is who made the change.",
 							Default:     map[string]interface{}{},
-							Ref:         ref("github.com/kubehistory/kubehistory/apis/history/v1alpha1.Actor"),
+							Ref:         ref(v1alpha1.Actor{}.OpenAPIModelName()),
 						},
 					},
 					"source": {
@@ -452,7 +453,7 @@ func schema_kubehistory_apis_history_v1alpha1_ClusterResourceChange(ref common.R
 						SchemaProps: spec.SchemaProps{
 							Description: "git locates the commit and file that recorded the change.",
 							Default:     map[string]interface{}{},
-							Ref:         ref("github.com/kubehistory/kubehistory/apis/history/v1alpha1.GitLink"),
+							Ref:         ref(v1alpha1.GitLink{}.OpenAPIModelName()),
 						},
 					},
 					"diff": {
@@ -494,7 +495,7 @@ func schema_kubehistory_apis_history_v1alpha1_ClusterResourceChange(ref common.R
 			},
 		},
 		Dependencies: []string{
-			"github.com/kubehistory/kubehistory/apis/history/v1alpha1.Actor", "github.com/kubehistory/kubehistory/apis/history/v1alpha1.ChangedObject", "github.com/kubehistory/kubehistory/apis/history/v1alpha1.GitLink", v1.MicroTime{}.OpenAPIModelName(), v1.ObjectMeta{}.OpenAPIModelName()},
+			v1alpha1.Actor{}.OpenAPIModelName(), v1alpha1.ChangedObject{}.OpenAPIModelName(), v1alpha1.GitLink{}.OpenAPIModelName(), v1.MicroTime{}.OpenAPIModelName(), v1.ObjectMeta{}.OpenAPIModelName()},
 	}
 }
 
@@ -533,7 +534,7 @@ func schema_kubehistory_apis_history_v1alpha1_ClusterResourceChangeList(ref comm
 								Schema: &spec.Schema{
 									SchemaProps: spec.SchemaProps{
 										Default: map[string]interface{}{},
-										Ref:     ref("github.com/kubehistory/kubehistory/apis/history/v1alpha1.ClusterResourceChange"),
+										Ref:     ref(v1alpha1.ClusterResourceChange{}.OpenAPIModelName()),
 									},
 								},
 							},
@@ -544,7 +545,7 @@ func schema_kubehistory_apis_history_v1alpha1_ClusterResourceChangeList(ref comm
 			},
 		},
 		Dependencies: []string{
-			"github.com/kubehistory/kubehistory/apis/history/v1alpha1.ClusterResourceChange", v1.ListMeta{}.OpenAPIModelName()},
+			v1alpha1.ClusterResourceChange{}.OpenAPIModelName(), v1.ListMeta{}.OpenAPIModelName()},
 	}
 }
 
@@ -801,7 +802,7 @@ func schema_kubehistory_apis_history_v1alpha1_RepoStatus(ref common.ReferenceCal
 								Schema: &spec.Schema{
 									SchemaProps: spec.SchemaProps{
 										Default: map[string]interface{}{},
-										Ref:     ref("github.com/kubehistory/kubehistory/apis/history/v1alpha1.OrphanFile"),
+										Ref:     ref(v1alpha1.OrphanFile{}.OpenAPIModelName()),
 									},
 								},
 							},
@@ -833,7 +834,7 @@ func schema_kubehistory_apis_history_v1alpha1_RepoStatus(ref common.ReferenceCal
 			},
 		},
 		Dependencies: []string{
-			"github.com/kubehistory/kubehistory/apis/history/v1alpha1.OrphanFile", v1.Condition{}.OpenAPIModelName(), v1.ObjectMeta{}.OpenAPIModelName(), v1.Time{}.OpenAPIModelName()},
+			v1alpha1.OrphanFile{}.OpenAPIModelName(), v1.Condition{}.OpenAPIModelName(), v1.ObjectMeta{}.OpenAPIModelName(), v1.Time{}.OpenAPIModelName()},
 	}
 }
 
@@ -872,7 +873,7 @@ func schema_kubehistory_apis_history_v1alpha1_RepoStatusList(ref common.Referenc
 								Schema: &spec.Schema{
 									SchemaProps: spec.SchemaProps{
 										Default: map[string]interface{}{},
-										Ref:     ref("github.com/kubehistory/kubehistory/apis/history/v1alpha1.RepoStatus"),
+										Ref:     ref(v1alpha1.RepoStatus{}.OpenAPIModelName()),
 									},
 								},
 							},
@@ -883,7 +884,7 @@ func schema_kubehistory_apis_history_v1alpha1_RepoStatusList(ref common.Referenc
 			},
 		},
 		Dependencies: []string{
-			"github.com/kubehistory/kubehistory/apis/history/v1alpha1.RepoStatus", v1.ListMeta{}.OpenAPIModelName()},
+			v1alpha1.RepoStatus{}.OpenAPIModelName(), v1.ListMeta{}.OpenAPIModelName()},
 	}
 }
 
@@ -919,7 +920,7 @@ func schema_kubehistory_apis_history_v1alpha1_ResourceChange(ref common.Referenc
 						SchemaProps: spec.SchemaProps{
 							Description: "object is the changed object.",
 							Default:     map[string]interface{}{},
-							Ref:         ref("github.com/kubehistory/kubehistory/apis/history/v1alpha1.ChangedObject"),
+							Ref:         ref(v1alpha1.ChangedObject{}.OpenAPIModelName()),
 						},
 					},
 					"verb": {
@@ -934,7 +935,7 @@ func schema_kubehistory_apis_history_v1alpha1_ResourceChange(ref common.Referenc
 						SchemaProps: spec.SchemaProps{
 							Description: "actor is who made the change.",
 							Default:     map[string]interface{}{},
-							Ref:         ref("github.com/kubehistory/kubehistory/apis/history/v1alpha1.Actor"),
+							Ref:         ref(v1alpha1.Actor{}.OpenAPIModelName()),
 						},
 					},
 					"source": {
@@ -977,7 +978,7 @@ func schema_kubehistory_apis_history_v1alpha1_ResourceChange(ref common.Referenc
 						SchemaProps: spec.SchemaProps{
 							Description: "git locates the commit and file that recorded the change.",
 							Default:     map[string]interface{}{},
-							Ref:         ref("github.com/kubehistory/kubehistory/apis/history/v1alpha1.GitLink"),
+							Ref:         ref(v1alpha1.GitLink{}.OpenAPIModelName()),
 						},
 					},
 					"diff": {
@@ -1019,7 +1020,7 @@ func schema_kubehistory_apis_history_v1alpha1_ResourceChange(ref common.Referenc
 			},
 		},
 		Dependencies: []string{
-			"github.com/kubehistory/kubehistory/apis/history/v1alpha1.Actor", "github.com/kubehistory/kubehistory/apis/history/v1alpha1.ChangedObject", "github.com/kubehistory/kubehistory/apis/history/v1alpha1.GitLink", v1.MicroTime{}.OpenAPIModelName(), v1.ObjectMeta{}.OpenAPIModelName()},
+			v1alpha1.Actor{}.OpenAPIModelName(), v1alpha1.ChangedObject{}.OpenAPIModelName(), v1alpha1.GitLink{}.OpenAPIModelName(), v1.MicroTime{}.OpenAPIModelName(), v1.ObjectMeta{}.OpenAPIModelName()},
 	}
 }
 
@@ -1058,7 +1059,7 @@ func schema_kubehistory_apis_history_v1alpha1_ResourceChangeList(ref common.Refe
 								Schema: &spec.Schema{
 									SchemaProps: spec.SchemaProps{
 										Default: map[string]interface{}{},
-										Ref:     ref("github.com/kubehistory/kubehistory/apis/history/v1alpha1.ResourceChange"),
+										Ref:     ref(v1alpha1.ResourceChange{}.OpenAPIModelName()),
 									},
 								},
 							},
@@ -1069,7 +1070,7 @@ func schema_kubehistory_apis_history_v1alpha1_ResourceChangeList(ref common.Refe
 			},
 		},
 		Dependencies: []string{
-			"github.com/kubehistory/kubehistory/apis/history/v1alpha1.ResourceChange", v1.ListMeta{}.OpenAPIModelName()},
+			v1alpha1.ResourceChange{}.OpenAPIModelName(), v1.ListMeta{}.OpenAPIModelName()},
 	}
 }
 
