@@ -1,0 +1,37 @@
+# kubehistory — build, test, generate, verify, demo.
+SHELL := /usr/bin/env bash
+GO ?= go
+BIN := bin
+
+.PHONY: all build test test-unit test-e2e generate verify demo demo-down fuzz bench clean
+
+all: build
+
+build: ## Build kubehistory-apiserver into bin/
+	$(GO) build -o $(BIN)/kubehistory-apiserver ./cmd/kubehistory-apiserver
+
+test: ## Every test: unit, integration (embedded JetStream, real git) and e2e on a real local control plane
+	$(GO) test -count=1 -timeout 60m ./...
+
+test-unit: ## Tests that need no control plane
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v /test/)
+
+test-e2e: ## End-to-end tests on the local control plane (builds kube-apiserver and etcd once)
+	$(GO) test -count=1 -timeout 60m -v ./test/...
+
+generate: ## Regenerate deepcopy, conversion, clients, OpenAPI and CRDs from apis/
+	hack/update-codegen.sh
+
+verify: ## Fail on stale generated code, unformatted files or vet findings
+	hack/verify-codegen.sh
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+	$(GO) vet ./...
+
+demo: ## Run kubehistory for real on a local control plane and show the history
+	hack/demo.sh
+
+demo-down: ## Stop what `make demo` started (and only that)
+	hack/demo.sh down
+
+clean:
+	rm -rf $(BIN)
