@@ -262,3 +262,15 @@ func gitCLIAllowFail(dir string, args ...string) string {
 	out, _ := cmd.CombinedOutput()
 	return strings.TrimSpace(string(out))
 }
+
+func historyCount(t testing.TB, js jetstream.JetStream) uint64 {
+	s, err := js.Stream(context.Background(), change.HistoryStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}

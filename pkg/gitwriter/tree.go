@@ -58,6 +58,67 @@ type editNode struct {
 type objectWriter struct {
 	s       storer.EncodedObjectStorer
 	written []plumbing.Hash
+	// trees caches decoded trees by hash: a batch reads the same folders again and again (to diff
+	// and to rewrite them), and decoding is most of the cost of a commit.
+	trees map[plumbing.Hash]map[string]object.TreeEntry
+}
+
+// tree returns the entries of a tree by name.
+func (w *objectWriter) tree(h plumbing.Hash) (map[string]object.TreeEntry, error) {
+	if e, ok := w.trees[h]; ok {
+		return e, nil
+	}
+	t, err := object.GetTree(w.s, h)
+	if err != nil {
+		return nil, fmt.Errorf("reading tree %s: %w", h, err)
+	}
+	entries := make(map[string]object.TreeEntry, len(t.Entries))
+	for _, e := range t.Entries {
+		entries[e.Name] = e
+	}
+	if w.trees == nil {
+		w.trees = map[plumbing.Hash]map[string]object.TreeEntry{}
+	}
+	w.trees[h] = entries
+	return entries, nil
+}
+
+// readFile returns the content of path in the tree, or found=false.
+func (w *objectWriter) readFile(treeHash plumbing.Hash, path string) ([]byte, bool, error) {
+	if treeHash.IsZero() {
+		return nil, false, nil
+	}
+	segs := strings.Split(path, "/")
+	h := treeHash
+	for i, seg := range segs {
+		entries, err := w.tree(h)
+		if err != nil {
+			return nil, false, err
+		}
+		e, ok := entries[seg]
+		if !ok {
+			return nil, false, nil
+		}
+		last := i == len(segs)-1
+		if last != (e.Mode != filemode.Dir) {
+			return nil, false, nil
+		}
+		h = e.Hash
+	}
+	b, err := object.GetBlob(w.s, h)
+	if err != nil {
+		return nil, false, err
+	}
+	r, err := b.Reader()
+	if err != nil {
+		return nil, false, err
+	}
+	defer r.Close()
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(r); err != nil {
+		return nil, false, err
+	}
+	return buf.Bytes(), true, nil
 }
 
 func (w *objectWriter) put(t plumbing.ObjectType, data []byte) (plumbing.Hash, error) {
@@ -125,12 +186,12 @@ func (w *objectWriter) updateTree(base plumbing.Hash, edits map[string]treeEdit)
 func (w *objectWriter) applyNode(treeHash plumbing.Hash, n *editNode) (plumbing.Hash, bool, error) {
 	entries := map[string]object.TreeEntry{}
 	if !treeHash.IsZero() {
-		t, err := object.GetTree(w.s, treeHash)
+		cached, err := w.tree(treeHash)
 		if err != nil {
-			return plumbing.ZeroHash, false, fmt.Errorf("reading tree %s: %w", treeHash, err)
+			return plumbing.ZeroHash, false, err
 		}
-		for _, e := range t.Entries {
-			entries[e.Name] = e
+		for k, e := range cached {
+			entries[k] = e
 		}
 	}
 	for name, c := range n.children {
@@ -180,30 +241,7 @@ func gitSortName(e object.TreeEntry) string {
 // emptyTreeHash is the hash of the empty tree; the root of a commit that holds no file.
 var emptyTreeHash = plumbing.NewHash("4b825dc642cb6eb9a060e54bf8d69288fbee4904")
 
-// readFile returns the content of path in the tree, or found=false.
+// readFile reads one file of a tree without a cache.
 func readFile(s storer.EncodedObjectStorer, treeHash plumbing.Hash, path string) ([]byte, bool, error) {
-	if treeHash.IsZero() {
-		return nil, false, nil
-	}
-	t, err := object.GetTree(s, treeHash)
-	if err != nil {
-		return nil, false, err
-	}
-	f, err := t.File(path)
-	if err != nil {
-		if err == object.ErrFileNotFound || err == object.ErrDirectoryNotFound || err == object.ErrEntryNotFound {
-			return nil, false, nil
-		}
-		return nil, false, err
-	}
-	r, err := f.Reader()
-	if err != nil {
-		return nil, false, err
-	}
-	defer r.Close()
-	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(r); err != nil {
-		return nil, false, err
-	}
-	return buf.Bytes(), true, nil
+	return (&objectWriter{s: s}).readFile(treeHash, path)
 }

@@ -571,7 +571,7 @@ func (w *Writer) build(base plumbing.Hash, batch []*pending, now time.Time) (*bu
 		if f, ok := files[p]; ok {
 			return f, nil
 		}
-		b, ok, err := readFile(w.storer, baseTree, p)
+		b, ok, err := ow.readFile(baseTree, p)
 		if err != nil {
 			return fileState{}, err
 		}

@@ -1,0 +1,169 @@
+package gitwriter
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	git "github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/change"
+)
+
+const benchBatch = 100
+
+func benchPath(i int) (ns, name string) { return fmt.Sprintf("ns-%03d", i%100), fmt.Sprintf("cm-%06d", i) }
+
+func benchYAML(ns, name, value string) string {
+	return fmt.Sprintf("apiVersion: v1\ndata:\n  value: %q\nkind: ConfigMap\nmetadata:\n  name: %s\n  namespace: %s\n", value, name, ns)
+}
+
+// benchRepo returns a bare repository and a checkout of it holding files ConfigMaps, generated once
+// with git fast-import and cached under os.TempDir keyed by size.
+func benchRepo(b *testing.B, files int) (bare, work string) {
+	root := filepath.Join(os.TempDir(), "kubehistory-gitwriter-bench", fmt.Sprint(files))
+	bare, work = filepath.Join(root, "remote.git"), filepath.Join(root, "work")
+	if _, err := os.Stat(filepath.Join(root, "ready")); err == nil {
+		return bare, work
+	}
+	_ = os.RemoveAll(root)
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	gitCLI(b, root, "init", "-q", "--bare", "--initial-branch=main", bare)
+	cmd := exec.Command("git", "fast-import", "--quiet")
+	cmd.Dir = bare
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	w := bufio.NewWriter(in)
+	for i := 0; i < files; i++ {
+		ns, name := benchPath(i)
+		y := benchYAML(ns, name, "base")
+		fmt.Fprintf(w, "blob\nmark :%d\ndata %d\n%s\n", i+1, len(y), y)
+	}
+	fmt.Fprintf(w, "commit refs/heads/main\ncommitter bench <bench@localhost> 1700000000 +0000\ndata 5\nbase\n")
+	for i := 0; i < files; i++ {
+		ns, name := benchPath(i)
+		fmt.Fprintf(w, "M 100644 :%d %s/core/configmaps/%s.yaml\n", i+1, ns, name)
+	}
+	if err := w.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	in.Close()
+	if err := cmd.Wait(); err != nil {
+		b.Fatal(err)
+	}
+	gitCLI(b, root, "clone", "-q", bare, work)
+	gitCLI(b, work, "config", "user.name", "bench")
+	gitCLI(b, work, "config", "user.email", "bench@localhost")
+	if err := os.WriteFile(filepath.Join(root, "ready"), nil, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	return bare, work
+}
+
+// BenchmarkCommit commits a batch of 100 changed ConfigMaps into repositories of 10,000 and 100,000
+// files: the writer's commit path (sanitize, blobs, changed subtrees, commit; no push) against
+// `git add` + `git commit` in a checkout of the same repository, given the already-sanitized files.
+func BenchmarkCommit(b *testing.B) {
+	for _, files := range []int{10000, 100000} {
+		bare, work := benchRepo(b, files)
+		step := files / benchBatch
+		b.Run(fmt.Sprintf("files=%d/writer", files), func(b *testing.B) {
+			repo, err := git.PlainOpen(bare)
+			if err != nil {
+				b.Fatal(err)
+			}
+			ref, err := repo.Reference(plumbing.NewBranchReferenceName("main"), true)
+			if err != nil {
+				b.Fatal(err)
+			}
+			w := &Writer{cfg: Config{Destination: dest, URL: "file://" + bare, Branch: "main"}, storer: repo.Storer,
+				state: &state{ids: map[string]idState{}, paths: map[string]pathState{}}}
+			w.cfg.setDefaults()
+			head := ref.Hash()
+			b.ResetTimer()
+			for n := 0; n < b.N; n++ {
+				b.StopTimer()
+				batch := make([]*pending, 0, benchBatch)
+				stamp := time.Now().UnixNano()
+				for i := 0; i < benchBatch; i++ {
+					ns, name := benchPath(i * step)
+					body, _ := json.Marshal(map[string]interface{}{"apiVersion": "v1", "kind": "ConfigMap",
+						"metadata": map[string]interface{}{"name": name, "namespace": ns, "resourceVersion": fmt.Sprint(stamp + int64(i))},
+						"data":     map[string]interface{}{"value": fmt.Sprintf("v%d-%d", n, stamp)}})
+					obj := historyv1alpha1.ChangedObject{Version: "v1", Resource: "configmaps", Namespace: ns, Name: name}
+					batch = append(batch, &pending{seq: uint64(i), ch: change.Change{Body: body, Change: historyv1alpha1.Change{
+						Object: obj, Verb: historyv1alpha1.VerbUpdate, Actor: historyv1alpha1.Actor{Username: fmt.Sprintf("user%d", i%3)},
+						ChangeID: fmt.Sprintf("%d-%d", stamp, i), ChangeTime: metav1.NewMicroTime(time.Now())}}})
+				}
+				b.StartTimer()
+				if err := w.resolve(nil, batch); err != nil {
+					b.Fatal(err)
+				}
+				res, err := w.build(head, batch, time.Now())
+				if err != nil {
+					b.Fatal(err)
+				}
+				head = res.head
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(benchBatch*b.N)/b.Elapsed().Seconds(), "changes/s")
+			if err := repo.Storer.SetReference(plumbing.NewHashReference("refs/heads/bench-writer", head)); err != nil {
+				b.Fatal(err)
+			}
+		})
+		b.Run(fmt.Sprintf("files=%d/git-cli", files), func(b *testing.B) {
+			for n := 0; n < b.N; n++ {
+				args := []string{"add", "--"}
+				for i := 0; i < benchBatch; i++ {
+					ns, name := benchPath(i * step)
+					p := filepath.Join(ns, "core", "configmaps", name+".yaml")
+					if err := os.WriteFile(filepath.Join(work, p), []byte(benchYAML(ns, name, fmt.Sprintf("v%d-%d", n, time.Now().UnixNano()))), 0o644); err != nil {
+						b.Fatal(err)
+					}
+					args = append(args, p)
+				}
+				gitCLI(b, work, args...)
+				gitCLI(b, work, "commit", "-q", "-m", "bench: update "+strings.Repeat("x", 10))
+			}
+			b.ReportMetric(float64(benchBatch*b.N)/b.Elapsed().Seconds(), "changes/s")
+		})
+	}
+}
+
+// BenchmarkWriterThroughput is the whole path into one destination: changes published on JetStream,
+// committed, pushed over file://, records published and messages acked.
+func BenchmarkWriterThroughput(b *testing.B) {
+	js := startJetStream(b)
+	remote := bareRepo(b)
+	cfg := testConfig(b, "file://"+remote)
+	cfg.CommitWindow = 200 * time.Millisecond
+	total := 2000 * b.N
+	chs := make([]change.Change, 0, total)
+	for i := 0; i < total; i++ {
+		ns, name := benchPath(i % 20000)
+		chs = append(chs, mkChange(fmt.Sprintf("user%d", i%5), "update", "configmaps", ns, name, fmt.Sprint(1000+i),
+			map[string]interface{}{"data": map[string]interface{}{"value": fmt.Sprint(i)}}))
+	}
+	publish(b, js, "", chs...)
+	b.ResetTimer()
+	startWriter(b, cfg, js, nil)
+	eventually(b, "all records", func() bool { return historyCount(b, js) >= uint64(total) })
+	b.StopTimer()
+	b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "changes/s")
+}
