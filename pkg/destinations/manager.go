@@ -1,0 +1,234 @@
+// Package destinations runs one Git writer per GitDestination: it follows GitDestinations (and the
+// Secrets they reference) through an informer and starts, restarts or stops writers so that each runs
+// with the current spec and credentials. It sets the GitDestination's Ready condition from what it
+// could do (credentials missing, invalid spec); the writer's progress is in the RepoStatus.
+package destinations
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+
+	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
+	versioned "github.com/kubehistory/kubehistory/pkg/generated/clientset/versioned"
+	configlisters "github.com/kubehistory/kubehistory/pkg/generated/listers/config/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/gitwriter"
+)
+
+// Options tune the manager.
+type Options struct {
+	// DataDir is the root of the writers' clone caches and state.
+	DataDir string
+	// Identity names this replica in RepoStatus.
+	Identity string
+	// Resync is how often every destination is re-read (Secret changes are noticed then).
+	Resync time.Duration
+}
+
+// Manager starts and stops writers.
+type Manager struct {
+	opts    Options
+	lister  configlisters.GitDestinationLister
+	kube    kubernetes.Interface
+	client  versioned.Interface
+	js      jetstream.JetStream
+	fetcher gitwriter.ObjectFetcher
+
+	mu      sync.Mutex
+	running map[string]*running
+	wake    chan struct{}
+}
+
+type running struct {
+	hash   string
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// New returns a manager; call Run after the informer behind lister is started.
+func New(opts Options, lister configlisters.GitDestinationLister, kube kubernetes.Interface, client versioned.Interface,
+	js jetstream.JetStream, fetcher gitwriter.ObjectFetcher) *Manager {
+	if opts.Resync == 0 {
+		opts.Resync = 15 * time.Second
+	}
+	return &Manager{opts: opts, lister: lister, kube: kube, client: client, js: js, fetcher: fetcher,
+		running: map[string]*running{}, wake: make(chan struct{}, 1)}
+}
+
+// Trigger asks for a sync soon (called from informer event handlers).
+func (m *Manager) Trigger() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run syncs on every trigger and every Resync until ctx ends, then stops every writer.
+func (m *Manager) Run(ctx context.Context) {
+	t := time.NewTicker(m.opts.Resync)
+	defer t.Stop()
+	for {
+		m.sync(ctx)
+		select {
+		case <-ctx.Done():
+			m.stopAll()
+			return
+		case <-t.C:
+		case <-m.wake:
+		}
+	}
+}
+
+func (m *Manager) stopAll() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for key, r := range m.running {
+		r.cancel()
+		<-r.done
+		delete(m.running, key)
+	}
+}
+
+func (m *Manager) sync(ctx context.Context) {
+	gds, err := m.lister.List(labels.Everything())
+	if err != nil {
+		klog.ErrorS(err, "Listing GitDestinations")
+		return
+	}
+	seen := map[string]bool{}
+	for _, gd := range gds {
+		key := gd.Namespace + "/" + gd.Name
+		seen[key] = true
+		cfg, reason, err := m.config(ctx, gd)
+		if err != nil {
+			m.setReady(ctx, gd, metav1.ConditionFalse, reason, err.Error())
+			m.stop(key)
+			continue
+		}
+		hash := configHash(cfg)
+		m.mu.Lock()
+		r := m.running[key]
+		m.mu.Unlock()
+		if r != nil && r.hash == hash {
+			select {
+			case <-r.done: // the writer stopped on its own: start it again
+			default:
+				continue
+			}
+		}
+		m.stop(key)
+		if err := m.start(ctx, key, hash, cfg); err != nil {
+			m.setReady(ctx, gd, metav1.ConditionFalse, configv1alpha1.ReasonInvalidSpec, err.Error())
+			continue
+		}
+		m.setReady(ctx, gd, metav1.ConditionTrue, configv1alpha1.ReasonReady, "writer running; progress in the RepoStatus of the same name")
+	}
+	m.mu.Lock()
+	var gone []string
+	for key := range m.running {
+		if !seen[key] {
+			gone = append(gone, key)
+		}
+	}
+	m.mu.Unlock()
+	for _, key := range gone {
+		klog.InfoS("GitDestination removed: stopping its writer", "destination", key)
+		m.stop(key)
+	}
+}
+
+func (m *Manager) config(ctx context.Context, gd *configv1alpha1.GitDestination) (gitwriter.Config, string, error) {
+	var data map[string][]byte
+	if ref := gd.Spec.CredentialsSecretRef; ref != nil {
+		s, err := m.kube.CoreV1().Secrets(gd.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return gitwriter.Config{}, configv1alpha1.ReasonCredentialsMissing, fmt.Errorf("credentials Secret %s/%s not found", gd.Namespace, ref.Name)
+		}
+		if apierrors.IsForbidden(err) {
+			return gitwriter.Config{}, configv1alpha1.ReasonAccessDenied, fmt.Errorf("reading credentials Secret %s/%s: %w", gd.Namespace, ref.Name, err)
+		}
+		if err != nil {
+			return gitwriter.Config{}, configv1alpha1.ReasonCredentialsMissing, err
+		}
+		data = s.Data
+	}
+	cfg, err := gitwriter.ConfigFromGitDestination(gd, data)
+	if err != nil {
+		return cfg, configv1alpha1.ReasonInvalidSpec, err
+	}
+	cfg.DataDir = m.opts.DataDir
+	cfg.Identity = m.opts.Identity
+	return cfg, "", nil
+}
+
+func configHash(cfg gitwriter.Config) string {
+	b, _ := json.Marshal(cfg)
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+func (m *Manager) start(ctx context.Context, key, hash string, cfg gitwriter.Config) error {
+	// Validate once up front so a bad spec shows as a condition instead of a retry loop.
+	if _, err := gitwriter.New(cfg, m.js, m.fetcher); err != nil {
+		return err
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	r := &running{hash: hash, cancel: cancel, done: make(chan struct{})}
+	m.mu.Lock()
+	m.running[key] = r
+	m.mu.Unlock()
+	klog.InfoS("Starting Git writer", "destination", key, "url", gitwriter.RedactedURL(cfg.URL), "branch", cfg.Branch)
+	go func() {
+		defer close(r.done)
+		// Run retries push failures itself; it returns on ctx end or on a fatal error, after which
+		// the next sync starts it again.
+		wait.UntilWithContext(wctx, func(ctx context.Context) {
+			w, err := gitwriter.New(cfg, m.js, m.fetcher)
+			if err == nil {
+				err = w.Run(ctx)
+			}
+			if err != nil && ctx.Err() == nil {
+				klog.ErrorS(err, "Git writer stopped", "destination", key)
+			}
+		}, 5*time.Second)
+	}()
+	return nil
+}
+
+func (m *Manager) stop(key string) {
+	m.mu.Lock()
+	r := m.running[key]
+	delete(m.running, key)
+	m.mu.Unlock()
+	if r != nil {
+		r.cancel()
+		<-r.done
+	}
+}
+
+func (m *Manager) setReady(ctx context.Context, gd *configv1alpha1.GitDestination, status metav1.ConditionStatus, reason, msg string) {
+	c := meta.FindStatusCondition(gd.Status.Conditions, configv1alpha1.ConditionReady)
+	if c != nil && c.Status == status && c.Reason == reason && c.Message == msg && gd.Status.ObservedGeneration == gd.Generation {
+		return
+	}
+	gd = gd.DeepCopy()
+	meta.SetStatusCondition(&gd.Status.Conditions, metav1.Condition{Type: configv1alpha1.ConditionReady, Status: status,
+		Reason: reason, Message: msg, ObservedGeneration: gd.Generation})
+	gd.Status.ObservedGeneration = gd.Generation
+	if _, err := m.client.ConfigV1alpha1().GitDestinations(gd.Namespace).UpdateStatus(ctx, gd, metav1.UpdateOptions{}); err != nil {
+		klog.ErrorS(err, "Updating GitDestination status", "destination", klog.KObj(gd))
+	}
+}

@@ -1,0 +1,184 @@
+// Package follow feeds a replica's index from JetStream: the committed records of KUBEHISTORY_HISTORY
+// (through a durable consumer of this replica, resuming after the index's last sequence) and the
+// writers' RepoStatus bucket. It is the only place where the index meets NATS.
+package follow
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"k8s.io/klog/v2"
+
+	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/change"
+	"github.com/kubehistory/kubehistory/pkg/gitwriter"
+	"github.com/kubehistory/kubehistory/pkg/index"
+)
+
+// Follower keeps an index up to date.
+type Follower struct {
+	js      jetstream.JetStream
+	idx     *index.Index
+	replica string
+	// caughtUp is set once the consumer had nothing pending: the index holds everything the stream
+	// held when the replica started (readiness).
+	caughtUp atomic.Bool
+	lastErr  atomic.Value
+}
+
+// New returns a follower for replica (which names its durable consumer).
+func New(js jetstream.JetStream, idx *index.Index, replica string) *Follower {
+	return &Follower{js: js, idx: idx, replica: replica}
+}
+
+// ConsumerName is the replica's durable consumer on KUBEHISTORY_HISTORY.
+func ConsumerName(replica string) string {
+	return "index_" + change.SubjectToken(strings.ReplaceAll(replica, "/", "_"))
+}
+
+// CaughtUp reports whether the index has read everything that was in the stream at start.
+func (f *Follower) CaughtUp() error {
+	if f.caughtUp.Load() {
+		return nil
+	}
+	if err, ok := f.lastErr.Load().(error); ok && err != nil {
+		return fmt.Errorf("index not caught up: %w", err)
+	}
+	return errors.New("index not caught up with KUBEHISTORY_HISTORY yet")
+}
+
+// Run follows the stream and the status bucket until ctx ends, retrying on errors.
+func (f *Follower) Run(ctx context.Context) {
+	go f.runStatus(ctx)
+	for ctx.Err() == nil {
+		if err := f.runRecords(ctx); err != nil && ctx.Err() == nil {
+			f.lastErr.Store(err)
+			klog.ErrorS(err, "Following KUBEHISTORY_HISTORY; retrying", "replica", f.replica)
+			select {
+			case <-ctx.Done():
+			case <-time.After(2 * time.Second):
+			}
+		}
+	}
+}
+
+func (f *Follower) runRecords(ctx context.Context) error {
+	last, err := f.idx.LastSeq()
+	if err != nil {
+		return err
+	}
+	cfg := jetstream.ConsumerConfig{
+		Durable:       ConsumerName(f.replica),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		MaxAckPending: 1000,
+		AckWait:       30 * time.Second,
+	}
+	if last > 0 {
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = last + 1
+	}
+	cons, err := f.js.Consumer(ctx, change.HistoryStream, cfg.Durable)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		cons, err = f.js.CreateConsumer(ctx, change.HistoryStream, cfg)
+	}
+	if err != nil {
+		return fmt.Errorf("consumer %s: %w", cfg.Durable, err)
+	}
+	for ctx.Err() == nil {
+		batch, err := cons.Fetch(100, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return fmt.Errorf("fetching records: %w", err)
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			n++
+			if err := f.add(msg); err != nil {
+				return err
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("fetching records: %w", err)
+		}
+		if n == 0 && !f.caughtUp.Load() {
+			info, err := cons.Info(ctx)
+			if err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
+				f.caughtUp.Store(true)
+				klog.InfoS("Index caught up with KUBEHISTORY_HISTORY", "replica", f.replica)
+			}
+		}
+	}
+	return nil
+}
+
+func (f *Follower) add(msg jetstream.Msg) error {
+	meta, err := msg.Metadata()
+	if err != nil {
+		return fmt.Errorf("record metadata: %w", err)
+	}
+	var rec change.Record
+	if err := json.Unmarshal(msg.Data(), &rec); err != nil {
+		// A record that does not decode is skipped, not retried forever: it would block the index.
+		klog.ErrorS(err, "Skipping undecodable record", "seq", meta.Sequence.Stream)
+		return msg.Term()
+	}
+	if _, err := f.idx.Add(meta.Sequence.Stream, rec); err != nil {
+		return fmt.Errorf("indexing record %d: %w", meta.Sequence.Stream, err)
+	}
+	return msg.Ack()
+}
+
+// runStatus mirrors the writers' RepoStatus bucket into the index.
+func (f *Follower) runStatus(ctx context.Context) {
+	for ctx.Err() == nil {
+		if err := f.watchStatus(ctx); err != nil && ctx.Err() == nil {
+			klog.ErrorS(err, "Watching the RepoStatus bucket; retrying")
+			select {
+			case <-ctx.Done():
+			case <-time.After(2 * time.Second):
+			}
+		}
+	}
+}
+
+func (f *Follower) watchStatus(ctx context.Context) error {
+	kv, err := gitwriter.StatusBucketKV(ctx, f.js)
+	if err != nil {
+		return err
+	}
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("status watch closed")
+			}
+			if e == nil || e.Operation() != jetstream.KeyValuePut {
+				continue
+			}
+			var st historyv1alpha1.RepoStatus
+			if err := json.Unmarshal(e.Value(), &st); err != nil {
+				klog.ErrorS(err, "Skipping undecodable RepoStatus", "key", e.Key())
+				continue
+			}
+			ns, name, _ := strings.Cut(e.Key(), ".")
+			st.Namespace, st.Name = ns, name
+			st.ResourceVersion = fmt.Sprint(e.Revision())
+			if err := f.idx.PutRepoStatus(&st); err != nil {
+				return err
+			}
+		}
+	}
+}
