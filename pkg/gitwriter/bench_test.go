@@ -21,7 +21,9 @@ import (
 
 const benchBatch = 100
 
-func benchPath(i int) (ns, name string) { return fmt.Sprintf("ns-%03d", i%100), fmt.Sprintf("cm-%06d", i) }
+func benchPath(i int) (ns, name string) {
+	return fmt.Sprintf("ns-%03d", i%100), fmt.Sprintf("cm-%06d", i)
+}
 
 func benchYAML(ns, name, value string) string {
 	return fmt.Sprintf("apiVersion: v1\ndata:\n  value: %q\nkind: ConfigMap\nmetadata:\n  name: %s\n  namespace: %s\n", value, name, ns)

@@ -21,7 +21,9 @@ import (
 // writer fetches and rebuilds its commits on the new head.
 var errStale = errors.New("remote branch moved")
 
-func (w *Writer) branchRef() plumbing.ReferenceName { return plumbing.NewBranchReferenceName(w.cfg.Branch) }
+func (w *Writer) branchRef() plumbing.ReferenceName {
+	return plumbing.NewBranchReferenceName(w.cfg.Branch)
+}
 
 func (w *Writer) trackingRef() plumbing.ReferenceName {
 	return plumbing.NewRemoteReferenceName("origin", w.cfg.Branch)

@@ -296,4 +296,3 @@ func olderThan(a, b string) bool {
 	y, err2 := strconv.ParseUint(b, 10, 64)
 	return err1 == nil && err2 == nil && x < y
 }
-

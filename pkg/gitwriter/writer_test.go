@@ -229,7 +229,9 @@ func TestOutOfOrderResourceVersions(t *testing.T) {
 	publish(t, js, "", cm("alice", "update", "30", "thirty"), cm("bob", "update", "25", "twenty-five"), cm("alice", "update", "20", "twenty"))
 	waitRecords(t, js, 3)
 	co := checkout(t, remote)
-	show := func() string { return gitCLI(t, co, "show", "origin/main:clusters/dev/team-a/core/configmaps/web.yaml") }
+	show := func() string {
+		return gitCLI(t, co, "show", "origin/main:clusters/dev/team-a/core/configmaps/web.yaml")
+	}
 	if !strings.Contains(show(), "v: thirty") {
 		t.Fatalf("file regressed:\n%s", show())
 	}
