@@ -127,6 +127,11 @@ func (p *Plane) InstallKubehistory(ctx context.Context, o InstallOptions) (*Kube
 		"--authentication-kubeconfig=" + k.Identity,
 		"--authorization-kubeconfig=" + k.Identity,
 		"--data-dir=" + filepath.Join(k.Dir, "data"),
+		"--replica-id=replica-0",
+		fmt.Sprintf("--audit-port=%d", p.AuditPort),
+		"--audit-tls-cert-file=" + p.AuditServing.CertFile, "--audit-tls-private-key-file=" + p.AuditServing.KeyFile,
+		"--audit-client-ca-file=" + p.AuditCA.CertFile,
+		"--audit-allowed-names=" + p.AuditClientName,
 	}
 	args = append(args, o.ExtraArgs...)
 	if o.BeforeStart != nil {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -28,12 +29,18 @@ import (
 	"github.com/kubehistory/kubehistory/pkg/apiserver"
 	generatedopenapi "github.com/kubehistory/kubehistory/pkg/generated/openapi"
 	"github.com/kubehistory/kubehistory/pkg/index"
+	"github.com/kubehistory/kubehistory/pkg/ingest"
 )
 
 // Options are every flag of kubehistory-apiserver.
 type Options struct {
 	RecommendedOptions *genericoptions.RecommendedOptions
 	Logs               *logs.Options
+
+	Queue  *QueueOptions
+	Ingest *ingest.Options
+	// ReplicaID names this replica: its durable index consumer, RepoStatus.writer, NATS client name.
+	ReplicaID string
 
 	// DataDir holds the index, the embedded JetStream store and the Git caches.
 	DataDir string
@@ -52,6 +59,9 @@ func NewOptions(out, errOut io.Writer) *Options {
 		RecommendedOptions: genericoptions.NewRecommendedOptions("", apiserver.Codecs.LegacyCodec(historyv1alpha1.SchemeGroupVersion)),
 		Logs:               logs.NewOptions(),
 		DataDir:            "/var/lib/kubehistory",
+		Queue:              &QueueOptions{EmbeddedPort: 0, Replicas: 1, DuplicateWindow: 10 * time.Minute},
+		Ingest:             ingest.NewOptions(),
+		ReplicaID:          defaultReplicaID(),
 		ServiceName:        "kubehistory-apiserver",
 		ServiceNamespace:   "kubehistory-system",
 		StdOut:             out,
@@ -78,7 +88,10 @@ func (o *Options) Flags() cliflag.NamedFlagSets {
 	o.RecommendedOptions.Traces.AddFlags(fss.FlagSet("traces"))
 	logsapi.AddFlags(o.Logs, fss.FlagSet("logging"))
 
+	o.Ingest.AddFlags(fss.FlagSet(ingest.FlagSetName))
+	o.Queue.AddFlags(fss.FlagSet("jetstream"))
 	fs := fss.FlagSet("kubehistory")
+	fs.StringVar(&o.ReplicaID, "replica-id", o.ReplicaID, "Name of this replica (default: the hostname): it names the replica's durable index consumer and shows in RepoStatus.writer.")
 	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "Directory for the history index (index.db), the embedded JetStream store and the Git caches.")
 	fs.StringVar(&o.ServiceName, "service-name", o.ServiceName, "Name of the Service the APIService points at; the self-signed serving certificate is valid for <service-name>.<service-namespace>.svc.")
 	fs.StringVar(&o.ServiceNamespace, "service-namespace", o.ServiceNamespace, "Namespace of that Service.")
@@ -88,6 +101,13 @@ func (o *Options) Flags() cliflag.NamedFlagSets {
 // Validate gathers every option error.
 func (o *Options) Validate() error {
 	errs := o.RecommendedOptions.Validate()
+	errs = append(errs, o.Queue.Validate()...)
+	if o.Ingest.CertFile != "" || o.Ingest.KeyFile != "" || o.Ingest.ClientCAFile != "" {
+		errs = append(errs, o.Ingest.Validate()...)
+	}
+	if o.ReplicaID == "" {
+		errs = append(errs, fmt.Errorf("--replica-id is required"))
+	}
 	if o.DataDir == "" {
 		errs = append(errs, fmt.Errorf("--data-dir is required"))
 	}
@@ -139,17 +159,34 @@ func (o *Options) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	p, err := o.buildPipeline(ctx, idx, config.GenericConfig.ClientConfig)
+	if err != nil {
+		return err
+	}
+	defer p.close()
 	server, err := config.Complete().New()
 	if err != nil {
 		return err
 	}
-	server.GenericAPIServer.AddPostStartHookOrDie("start-kubehistory-informers", func(hookCtx genericapiserver.PostStartHookContext) error {
+	if err := server.GenericAPIServer.AddReadyzChecks(p.readyzChecks()...); err != nil {
+		return err
+	}
+	server.GenericAPIServer.AddPostStartHookOrDie("start-kubehistory-pipeline", func(hookCtx genericapiserver.PostStartHookContext) error {
 		if config.GenericConfig.SharedInformerFactory != nil {
 			config.GenericConfig.SharedInformerFactory.Start(hookCtx.Done())
 		}
+		p.start(hookCtx)
 		return nil
 	})
 	return server.GenericAPIServer.PrepareRun().RunWithContext(ctx)
+}
+
+func defaultReplicaID() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "kubehistory"
+	}
+	return h
 }
 
 // NewCommand returns the kubehistory-apiserver command.
