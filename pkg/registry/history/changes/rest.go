@@ -104,7 +104,7 @@ func (r *REST) Get(ctx context.Context, name string, _ *metav1.GetOptions) (runt
 // List implements rest.Lister.
 func (r *REST) List(ctx context.Context, options *metainternalversion.ListOptions) (runtime.Object, error) {
 	namespace := genericapirequest.NamespaceValue(ctx)
-	res, err := r.reader.List(index.ListOptions{Cluster: r.cluster, Namespace: namespace})
+	res, err := r.reader.List(index.ListOptions{Cluster: r.cluster, Namespace: namespace, Match: matcher(options)})
 	if err != nil {
 		return nil, apierrors.NewInternalError(fmt.Errorf("reading index: %w", err))
 	}

@@ -1,0 +1,57 @@
+package changes
+
+import (
+	"testing"
+	"time"
+
+	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/labels"
+
+	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/change"
+	"github.com/kubehistory/kubehistory/pkg/index"
+)
+
+func TestMatcher(t *testing.T) {
+	e := &index.Entry{Seq: 3, Name: "n", Record: change.Record{Change: historyv1alpha1.Change{
+		Object:     historyv1alpha1.ChangedObject{Version: "v1", Resource: "configmaps", Namespace: "team-a", Name: "web"},
+		Verb:       historyv1alpha1.VerbPatch,
+		Actor:      historyv1alpha1.Actor{Username: "system:serviceaccount:ci:bot"},
+		Source:     historyv1alpha1.SourceAudit,
+		ChangeTime: metav1.NewMicroTime(time.Date(2026, 11, 26, 14, 0, 0, 0, time.UTC)),
+	}}}
+	cases := []struct {
+		name, label, field string
+		want               bool
+	}{
+		{"everything", "", "", true},
+		{"object name", "", "object.name=web", true},
+		{"other object", "", "object.name=db", false},
+		{"actor exact", "", "actor=system:serviceaccount:ci:bot,verb=patch", true},
+		{"actor not", "", "actor!=system:serviceaccount:ci:bot", false},
+		{"actor label", "history.kubehistory.io/actor=system.serviceaccount.ci.bot", "", true},
+		{"since, numeric", "history.kubehistory.io/time>1795000000", "", true},
+		{"before, numeric", "history.kubehistory.io/time<1795000000", "", false},
+		{"date", "history.kubehistory.io/date=20261126,history.kubehistory.io/group=core", "", true},
+		{"verb label and field", "history.kubehistory.io/verb=patch", "object.namespace=team-a", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := &metainternalversion.ListOptions{}
+			var err error
+			if opts.LabelSelector, err = labels.Parse(tc.label); err != nil {
+				t.Fatal(err)
+			}
+			if opts.FieldSelector, err = fields.ParseSelector(tc.field); err != nil {
+				t.Fatal(err)
+			}
+			m := matcher(opts)
+			got := m == nil || m(e)
+			if got != tc.want {
+				t.Errorf("label %q field %q: got %v, want %v", tc.label, tc.field, got, tc.want)
+			}
+		})
+	}
+}
