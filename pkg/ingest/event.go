@@ -1,0 +1,307 @@
+package ingest
+
+import (
+	"encoding/json"
+	"net/url"
+	"strings"
+
+	auditv1 "k8s.io/apiserver/pkg/apis/audit/v1"
+
+	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/change"
+)
+
+// Reasons an event is dropped, the "reason" label of kubehistory_ingest_events_total.
+const (
+	ReasonStage             = "stage"              // not ResponseComplete: the request is not finished
+	ReasonVerb              = "verb"               // a read (get, list, watch, ...)
+	ReasonNoObject          = "no-object"          // no objectRef: a non-resource request
+	ReasonOwnGroup          = "own-group"          // history.kubehistory.io: kubehistory's own reads
+	ReasonDryRun            = "dry-run"            // ?dryRun=All persisted nothing
+	ReasonFailed            = "failed"             // response code outside 2xx
+	ReasonNoStatus          = "no-status"          // no response code and nothing showing success
+	ReasonStatusSubresource = "status-subresource" // a status-only write
+	ReasonSubresource       = "subresource"        // a subresource call that changes no object (exec, token, ...)
+	ReasonUnnamed           = "unnamed"            // the object's name is in neither the objectRef nor a body
+	ReasonNothingDeleted    = "nothing-deleted"    // a deletecollection whose response lists no item
+	ReasonNoRule            = "no-rule"            // no WatchRule or ClusterWatchRule tracks the object
+)
+
+// ReasonAccepted is the reason label of accepted events.
+const ReasonAccepted = ""
+
+// OwnGroup is kubehistory's aggregated API group; its requests are never history.
+const OwnGroup = "history.kubehistory.io"
+
+// truncatedAnnotation is set by kube-apiserver's truncating audit backend on events it stripped of their
+// request and response objects.
+const truncatedAnnotation = "audit.k8s.io/truncated"
+
+var mutatingVerbs = map[string]bool{"create": true, "update": true, "patch": true, "delete": true, "deletecollection": true}
+
+// subresourceCreates are the subresources whose "create" changes the parent object (binding sets a pod's
+// node, eviction marks it for deletion); other creates on subresources (exec, attach, portforward,
+// serviceaccounts/token, ...) change nothing.
+var subresourceCreates = map[string]bool{"binding": true, "eviction": true}
+
+// objectHead is the part of an object the mapping reads; parsing only these fields keeps a 400-event
+// batch cheap.
+type objectHead struct {
+	Kind       string `json:"kind"`
+	APIVersion string `json:"apiVersion"`
+	// Status is a string in a metav1.Status and an object in most other kinds.
+	Status   json.RawMessage `json:"status"`
+	Metadata struct {
+		Name                       string            `json:"name"`
+		Namespace                  string            `json:"namespace"`
+		UID                        string            `json:"uid"`
+		ResourceVersion            string            `json:"resourceVersion"`
+		Labels                     map[string]string `json:"labels"`
+		DeletionTimestamp          *string           `json:"deletionTimestamp"`
+		DeletionGracePeriodSeconds *int64            `json:"deletionGracePeriodSeconds"`
+		Finalizers                 []string          `json:"finalizers"`
+	} `json:"metadata"`
+	Items []json.RawMessage `json:"items"`
+}
+
+func parseHead(raw []byte) (*objectHead, bool) {
+	if len(raw) == 0 {
+		return nil, false
+	}
+	h := &objectHead{}
+	if err := json.Unmarshal(raw, h); err != nil {
+		return nil, false
+	}
+	return h, true
+}
+
+func (h *objectHead) isStatus() bool { return h != nil && h.Kind == "Status" }
+
+// EventChanges turns one audit event into the changes to publish, or returns why it is dropped.
+//
+// Decisions beyond ARCHITECTURE.md:
+//   - An event with no response code (responseStatus absent or code 0, which kube-apiserver does not
+//     produce for a completed request) counts as successful only if its response body is an object, not a
+//     failure Status: a body with a resourceVersion is proof the write was persisted.
+//   - Writes through subresources are recorded for the parent, without body (the response is a Scale, a
+//     Status, ...): the writer fetches the parent's state (NoBody marker). create on a subresource counts
+//     only for binding and eviction, and is recorded as an update.
+//   - A delete whose response still carries finalizers or a grace period only marked the object: update.
+//     An update or patch that removed the last finalizer of an object marked for deletion (deletion grace
+//     period 0) removed it: delete.
+//   - A create whose name was generated takes it from the response; without a body it is dropped as
+//     unnamed, and the reconciler will find the object as a gap.
+func EventChanges(ev *auditv1.Event, m RuleMatcher) ([]change.Change, string) {
+	if ev.Stage != auditv1.StageResponseComplete {
+		return nil, ReasonStage
+	}
+	if !mutatingVerbs[ev.Verb] {
+		return nil, ReasonVerb
+	}
+	ref := ev.ObjectRef
+	if ref == nil || ref.Resource == "" {
+		return nil, ReasonNoObject
+	}
+	if ref.APIGroup == OwnGroup {
+		return nil, ReasonOwnGroup
+	}
+	if isDryRun(ev.RequestURI) {
+		return nil, ReasonDryRun
+	}
+
+	var respRaw []byte
+	if ev.ResponseObject != nil {
+		respRaw = ev.ResponseObject.Raw
+	}
+	head, hasHead := parseHead(respRaw)
+
+	if ev.ResponseStatus == nil || ev.ResponseStatus.Code == 0 {
+		if !hasHead || (head.isStatus() && string(head.Status) != `"Success"`) {
+			return nil, ReasonNoStatus
+		}
+	} else if c := ev.ResponseStatus.Code; c < 200 || c >= 300 {
+		return nil, ReasonFailed
+	}
+
+	verb := historyv1alpha1.ChangeVerb(ev.Verb)
+	sub := ref.Subresource
+	if sub == "status" {
+		return nil, ReasonStatusSubresource
+	}
+	if sub != "" {
+		switch ev.Verb {
+		case "update", "patch":
+		case "create":
+			if !subresourceCreates[sub] {
+				return nil, ReasonSubresource
+			}
+			verb = historyv1alpha1.VerbUpdate
+		default:
+			return nil, ReasonSubresource
+		}
+	}
+
+	actor := actorOf(ev)
+	truncated := ev.Annotations[truncatedAnnotation] == "true"
+
+	// The objects the request changed, with what the event tells about each.
+	type target struct {
+		obj    historyv1alpha1.ChangedObject
+		verb   historyv1alpha1.ChangeVerb
+		head   *objectHead
+		body   json.RawMessage
+		sweep  bool
+		labels bool
+	}
+	var targets []target
+	base := historyv1alpha1.ChangedObject{
+		Group: ref.APIGroup, Version: ref.APIVersion, Resource: ref.Resource,
+		Namespace: ref.Namespace, Name: ref.Name, UID: string(ref.UID), ResourceVersion: ref.ResourceVersion,
+	}
+
+	switch {
+	case ev.Verb == "deletecollection" && hasHead && !head.isStatus() && head.Items != nil:
+		if len(head.Items) == 0 {
+			return nil, ReasonNothingDeleted
+		}
+		for _, item := range head.Items {
+			ih, ok := parseHead(item)
+			if !ok || ih.Metadata.Name == "" {
+				continue
+			}
+			t := target{obj: base, verb: historyv1alpha1.VerbDelete, head: ih, body: item, labels: true}
+			if ih.Metadata.Namespace != "" {
+				t.obj.Namespace = ih.Metadata.Namespace
+			}
+			t.obj.Name = ih.Metadata.Name
+			targets = append(targets, t)
+		}
+		if len(targets) == 0 {
+			return nil, ReasonUnnamed
+		}
+	case ev.Verb == "deletecollection":
+		base.Name = ""
+		targets = append(targets, target{obj: base, verb: historyv1alpha1.VerbDelete, sweep: true})
+	default:
+		t := target{obj: base, verb: verb}
+		if sub == "" && hasHead {
+			t.head = head
+			t.body = respRaw
+			t.labels = !head.isStatus()
+			if t.obj.Name == "" && !head.isStatus() {
+				t.obj.Name = head.Metadata.Name
+			}
+		} else if sub != "" && hasHead && !head.isStatus() {
+			// A Scale (or similar) carries the parent's uid and resourceVersion, not its labels or body.
+			t.obj.UID, t.obj.ResourceVersion = firstNonEmpty(head.Metadata.UID, t.obj.UID), firstNonEmpty(head.Metadata.ResourceVersion, t.obj.ResourceVersion)
+		}
+		if t.obj.Name == "" {
+			return nil, ReasonUnnamed
+		}
+		targets = append(targets, t)
+	}
+
+	var out []change.Change
+	for _, t := range targets {
+		if t.head != nil && !t.head.isStatus() {
+			md := &t.head.Metadata
+			t.obj.UID = firstNonEmpty(md.UID, t.obj.UID)
+			t.obj.ResourceVersion = firstNonEmpty(md.ResourceVersion, t.obj.ResourceVersion)
+			t.obj.Kind = t.head.Kind
+			t.verb = refineVerb(t.verb, t.head)
+		}
+		info := ObjectInfo{
+			Group: t.obj.Group, Resource: t.obj.Resource, Namespace: t.obj.Namespace, Name: t.obj.Name,
+			LabelsKnown: t.labels, Username: actor.Username,
+		}
+		if t.labels {
+			info.Labels = t.head.Metadata.Labels
+		}
+		var markers []historyv1alpha1.ChangeMarker
+		if t.sweep {
+			markers = append(markers, historyv1alpha1.MarkerCollectionSweep)
+		} else if len(t.body) == 0 && t.verb != historyv1alpha1.VerbDelete {
+			markers = append(markers, historyv1alpha1.MarkerNoBody)
+		}
+		if truncated {
+			markers = append(markers, historyv1alpha1.MarkerTruncatedEvent)
+		}
+		for _, dest := range m.Match(info) {
+			out = append(out, change.Change{
+				Change: historyv1alpha1.Change{
+					Object:     t.obj,
+					Verb:       t.verb,
+					Actor:      actor,
+					Source:     historyv1alpha1.SourceAudit,
+					AuditID:    string(ev.AuditID),
+					ChangeID:   change.ID(dest, string(ev.AuditID), t.obj),
+					RequestURI: ev.RequestURI,
+					ChangeTime: ev.StageTimestamp,
+					Markers:    markers,
+				},
+				Destination: dest,
+				Body:        t.body,
+				Sweep:       t.sweep,
+			})
+		}
+	}
+	if len(out) == 0 {
+		return nil, ReasonNoRule
+	}
+	return out, ReasonAccepted
+}
+
+// refineVerb tells a delete that only marked the object from one that removed it, and an update that
+// completed a deletion (by removing the last finalizer) from an ordinary one.
+func refineVerb(verb historyv1alpha1.ChangeVerb, h *objectHead) historyv1alpha1.ChangeVerb {
+	md := &h.Metadata
+	if md.DeletionTimestamp == nil {
+		return verb
+	}
+	pending := len(md.Finalizers) > 0 || (md.DeletionGracePeriodSeconds != nil && *md.DeletionGracePeriodSeconds > 0)
+	switch {
+	case verb == historyv1alpha1.VerbDelete && pending:
+		return historyv1alpha1.VerbUpdate
+	case (verb == historyv1alpha1.VerbUpdate || verb == historyv1alpha1.VerbPatch) && !pending &&
+		md.DeletionGracePeriodSeconds != nil:
+		return historyv1alpha1.VerbDelete
+	}
+	return verb
+}
+
+func actorOf(ev *auditv1.Event) historyv1alpha1.Actor {
+	a := historyv1alpha1.Actor{UserAgent: ev.UserAgent, SourceIPs: ev.SourceIPs}
+	who := ev.User
+	if ev.ImpersonatedUser != nil {
+		who = *ev.ImpersonatedUser
+		a.Impersonator = &historyv1alpha1.Impersonator{Username: ev.User.Username, UID: ev.User.UID, Groups: ev.User.Groups}
+	}
+	a.Username, a.UID, a.Groups = who.Username, who.UID, who.Groups
+	return a
+}
+
+// isDryRun reports whether the request URI asks for a dry run; any dryRun value does, as kube-apiserver
+// rejects all but "All".
+func isDryRun(requestURI string) bool {
+	i := strings.IndexByte(requestURI, '?')
+	if i < 0 || !strings.Contains(requestURI[i:], "dryRun") {
+		return false
+	}
+	q, err := url.ParseQuery(requestURI[i+1:])
+	if err != nil {
+		return true // unparsable but mentions dryRun: kube-apiserver would not have persisted it either
+	}
+	for _, v := range q["dryRun"] {
+		if v != "" {
+			return true
+		}
+	}
+	return false
+}
+
+func firstNonEmpty(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}

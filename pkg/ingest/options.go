@@ -1,0 +1,71 @@
+package ingest
+
+import (
+	"fmt"
+	"net"
+
+	"github.com/spf13/pflag"
+)
+
+// FlagSetName is the section of --help the audit webhook flags belong to.
+const FlagSetName = "audit webhook"
+
+// DefaultMaxBodyBytes caps a request body. kube-apiserver's batching audit webhook sends at most 400
+// events per batch and truncates batches to 10 MiB by default (--audit-webhook-truncate-max-batch-size);
+// 32 MiB leaves room for operators who raise that.
+const DefaultMaxBodyBytes = 32 << 20
+
+// Options configure the audit webhook listener.
+type Options struct {
+	// BindAddress is the IP to listen on; default 127.0.0.1, for a kube-apiserver on the same host.
+	BindAddress string
+	// Port to listen on; 0 picks a free port (tests).
+	Port int
+	// CertFile and KeyFile are the serving certificate, which kube-apiserver verifies with the CA in its
+	// audit webhook kubeconfig.
+	CertFile, KeyFile string
+	// ClientCAFile holds the CAs that sign kube-apiserver's client certificate.
+	ClientCAFile string
+	// AllowedNames are the client certificate common names accepted; empty accepts any certificate the
+	// CA signed (as kube-apiserver's --requestheader-allowed-names).
+	AllowedNames []string
+	// MaxBodyBytes caps a request body; larger requests get 413.
+	MaxBodyBytes int64
+}
+
+// NewOptions returns the defaults.
+func NewOptions() *Options {
+	return &Options{BindAddress: "127.0.0.1", Port: 8444, MaxBodyBytes: DefaultMaxBodyBytes}
+}
+
+// AddFlags adds the flags to fs; put them in a section named FlagSetName.
+func (o *Options) AddFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.BindAddress, "audit-bind-address", o.BindAddress, "IP address on which to serve the audit webhook (POST /audit) for kube-apiserver.")
+	fs.IntVar(&o.Port, "audit-port", o.Port, "Port on which to serve the audit webhook, with mutual TLS.")
+	fs.StringVar(&o.CertFile, "audit-tls-cert-file", o.CertFile, "File with the x509 certificate (PEM) the audit webhook serves.")
+	fs.StringVar(&o.KeyFile, "audit-tls-private-key-file", o.KeyFile, "File with the private key (PEM) matching --audit-tls-cert-file.")
+	fs.StringVar(&o.ClientCAFile, "audit-client-ca-file", o.ClientCAFile, "File with the CA bundle (PEM) that must have signed the client certificate kube-apiserver presents to the audit webhook.")
+	fs.StringSliceVar(&o.AllowedNames, "audit-allowed-names", o.AllowedNames, "Common names accepted in the audit webhook's client certificate. Empty: any certificate signed by --audit-client-ca-file.")
+	fs.Int64Var(&o.MaxBodyBytes, "audit-max-body-bytes", o.MaxBodyBytes, "Largest audit EventList accepted, in bytes; larger requests get 413.")
+}
+
+// Validate checks the options; it returns every problem, not just the first.
+func (o *Options) Validate() []error {
+	var errs []error
+	if net.ParseIP(o.BindAddress) == nil {
+		errs = append(errs, fmt.Errorf("--audit-bind-address %q is not an IP address", o.BindAddress))
+	}
+	if o.Port < 0 || o.Port > 65535 {
+		errs = append(errs, fmt.Errorf("--audit-port %d must be between 0 and 65535", o.Port))
+	}
+	if o.CertFile == "" || o.KeyFile == "" {
+		errs = append(errs, fmt.Errorf("--audit-tls-cert-file and --audit-tls-private-key-file are required"))
+	}
+	if o.ClientCAFile == "" {
+		errs = append(errs, fmt.Errorf("--audit-client-ca-file is required: the audit webhook only accepts kube-apiserver's client certificate"))
+	}
+	if o.MaxBodyBytes <= 0 {
+		errs = append(errs, fmt.Errorf("--audit-max-body-bytes must be positive, got %d", o.MaxBodyBytes))
+	}
+	return errs
+}

@@ -1,0 +1,176 @@
+package ingest
+
+import (
+	"context"
+	"reflect"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kubeinformers "k8s.io/client-go/informers"
+	kubefake "k8s.io/client-go/kubernetes/fake"
+
+	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/change"
+	"github.com/kubehistory/kubehistory/pkg/generated/clientset/versioned/fake"
+	"github.com/kubehistory/kubehistory/pkg/generated/informers/externalversions"
+)
+
+func ns(name string, labels map[string]string) *corev1.Namespace {
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+}
+
+func TestRuleCache(t *testing.T) {
+	watchRule := &configv1alpha1.WatchRule{
+		ObjectMeta: metav1.ObjectMeta{Name: "cms", Namespace: "team-a"},
+		Spec: configv1alpha1.WatchRuleSpec{
+			DestinationRef: configv1alpha1.LocalDestinationReference{Name: "repo"},
+			Rules:          []configv1alpha1.ResourceRule{{APIGroups: []string{""}, Resources: []string{"configmaps", "secrets"}}},
+			ObjectSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "skip", Operator: metav1.LabelSelectorOpDoesNotExist}}},
+			IgnoreUsers:    []string{"system:serviceaccount:team-a:bot"},
+		},
+	}
+	appsRule := &configv1alpha1.WatchRule{
+		ObjectMeta: metav1.ObjectMeta{Name: "apps", Namespace: "team-a"},
+		Spec: configv1alpha1.WatchRuleSpec{
+			DestinationRef: configv1alpha1.LocalDestinationReference{Name: "repo"}, // same destination: reported once
+			Rules:          []configv1alpha1.ResourceRule{{APIGroups: []string{"*"}, Resources: []string{"*"}}},
+			ObjectSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "frontend"}},
+		},
+	}
+	clusterScoped := &configv1alpha1.ClusterWatchRule{
+		ObjectMeta: metav1.ObjectMeta{Name: "rbac"},
+		Spec: configv1alpha1.ClusterWatchRuleSpec{
+			DestinationRef: configv1alpha1.DestinationReference{Namespace: "platform", Name: "cluster"},
+			Rules: []configv1alpha1.ClusterResourceRule{{
+				ResourceRule: configv1alpha1.ResourceRule{APIGroups: []string{"rbac.authorization.k8s.io"}, Resources: []string{"*"}},
+				Scope:        configv1alpha1.ScopeCluster,
+			}},
+			// Present but irrelevant for cluster-scoped objects.
+			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"never": "matches"}},
+		},
+	}
+	prodNamespaces := &configv1alpha1.ClusterWatchRule{
+		ObjectMeta: metav1.ObjectMeta{Name: "prod"},
+		Spec: configv1alpha1.ClusterWatchRuleSpec{
+			DestinationRef: configv1alpha1.DestinationReference{Namespace: "platform", Name: "prod"},
+			Rules: []configv1alpha1.ClusterResourceRule{{
+				ResourceRule: configv1alpha1.ResourceRule{APIGroups: []string{"", "apps"}, Resources: []string{"configmaps", "deployments"}},
+				Scope:        configv1alpha1.ScopeNamespaced,
+			}},
+			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"env": "prod"}},
+			IgnoreUsers:       []string{"system:serviceaccount:kube-system:deployment-controller"},
+		},
+	}
+	noSelector := &configv1alpha1.ClusterWatchRule{
+		ObjectMeta: metav1.ObjectMeta{Name: "nosel"},
+		Spec: configv1alpha1.ClusterWatchRuleSpec{
+			DestinationRef: configv1alpha1.DestinationReference{Namespace: "platform", Name: "nosel"},
+			Rules: []configv1alpha1.ClusterResourceRule{{
+				ResourceRule: configv1alpha1.ResourceRule{APIGroups: []string{""}, Resources: []string{"configmaps"}},
+				Scope:        configv1alpha1.ScopeAll,
+			}},
+		},
+	}
+
+	kube := kubefake.NewSimpleClientset(ns("team-a", nil), ns("shop", map[string]string{"env": "prod"}), ns("dev", map[string]string{"env": "dev"}))
+	cfg := fake.NewSimpleClientset(watchRule, appsRule, clusterScoped, prodNamespaces, noSelector)
+	cfgFactory := externalversions.NewSharedInformerFactory(cfg, 0)
+	kubeFactory := kubeinformers.NewSharedInformerFactory(kube, 0)
+	rc := NewRuleCache(cfgFactory, kubeFactory)
+	ctx, cancel := context.WithCancel(context.Background())
+	cfgFactory.Start(ctx.Done())
+	kubeFactory.Start(ctx.Done())
+	defer func() {
+		cancel() // informers stop on the channel; Shutdown then waits for them
+		cfgFactory.Shutdown()
+		kubeFactory.Shutdown()
+	}()
+	waitFor(t, "cache sync", rc.HasSynced)
+
+	repo := change.DestinationRef{Namespace: "team-a", Name: "repo"}
+	cluster := change.DestinationRef{Namespace: "platform", Name: "cluster"}
+	prod := change.DestinationRef{Namespace: "platform", Name: "prod"}
+	nosel := change.DestinationRef{Namespace: "platform", Name: "nosel"}
+	tests := []struct {
+		name string
+		obj  ObjectInfo
+		want []change.DestinationRef
+	}{
+		{name: "configmap in team-a", obj: ObjectInfo{Resource: "configmaps", Namespace: "team-a", Name: "x", LabelsKnown: true}, want: []change.DestinationRef{repo}},
+		{name: "label excluded", obj: ObjectInfo{Resource: "configmaps", Namespace: "team-a", Name: "x", LabelsKnown: true, Labels: map[string]string{"skip": "1"}}},
+		{name: "labels unknown match", obj: ObjectInfo{Resource: "configmaps", Namespace: "team-a", Name: "x", Labels: map[string]string{"skip": "1"}}, want: []change.DestinationRef{repo}},
+		{name: "ignored user", obj: ObjectInfo{Resource: "secrets", Namespace: "team-a", Name: "x", LabelsKnown: true, Username: "system:serviceaccount:team-a:bot"}},
+		{name: "wildcard rule with selector", obj: ObjectInfo{Group: "apps", Resource: "deployments", Namespace: "team-a", Name: "web", LabelsKnown: true, Labels: map[string]string{"tier": "frontend"}}, want: []change.DestinationRef{repo}},
+		{name: "wildcard rule selector mismatch", obj: ObjectInfo{Group: "apps", Resource: "deployments", Namespace: "team-a", Name: "web", LabelsKnown: true}},
+		{name: "other namespace", obj: ObjectInfo{Resource: "secrets", Namespace: "dev", Name: "x", LabelsKnown: true}},
+		{name: "cluster-scoped rbac", obj: ObjectInfo{Group: "rbac.authorization.k8s.io", Resource: "clusterroles", Name: "viewer"}, want: []change.DestinationRef{cluster}},
+		{name: "namespaced rbac not in Cluster scope", obj: ObjectInfo{Group: "rbac.authorization.k8s.io", Resource: "roles", Namespace: "shop", Name: "r"}},
+		{name: "prod namespace", obj: ObjectInfo{Group: "apps", Resource: "deployments", Namespace: "shop", Name: "web"}, want: []change.DestinationRef{prod}},
+		{name: "prod ignored user", obj: ObjectInfo{Group: "apps", Resource: "deployments", Namespace: "shop", Name: "web", Username: "system:serviceaccount:kube-system:deployment-controller"}},
+		{name: "dev namespace", obj: ObjectInfo{Group: "apps", Resource: "deployments", Namespace: "dev", Name: "web"}},
+		{name: "nil namespaceSelector selects no namespace", obj: ObjectInfo{Resource: "configmaps", Namespace: "dev", Name: "x"}},
+		{name: "scope * covers cluster-scoped", obj: ObjectInfo{Resource: "configmaps", Name: "odd"}, want: []change.DestinationRef{nosel}},
+		{name: "configmap in prod namespace", obj: ObjectInfo{Resource: "configmaps", Namespace: "shop", Name: "x"}, want: []change.DestinationRef{prod}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := rc.Match(tc.obj); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("Match(%+v) = %v, want %v", tc.obj, got, tc.want)
+			}
+		})
+	}
+
+	// Rule and namespace changes take effect without restart.
+	devCM := ObjectInfo{Resource: "configmaps", Namespace: "dev", Name: "x"}
+	noSelector = noSelector.DeepCopy()
+	noSelector.Spec.NamespaceSelector = &metav1.LabelSelector{}
+	if _, err := cfg.ConfigV1alpha1().ClusterWatchRules().Update(ctx, noSelector, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "empty namespaceSelector selecting dev", func() bool { return reflect.DeepEqual(rc.Match(devCM), []change.DestinationRef{nosel}) })
+	shopCM := ObjectInfo{Resource: "configmaps", Namespace: "shop", Name: "x"}
+	if got := rc.Match(shopCM); !reflect.DeepEqual(got, []change.DestinationRef{nosel, prod}) {
+		t.Errorf("two rules, two destinations, sorted: got %v", got)
+	}
+
+	if _, err := kube.CoreV1().Namespaces().Update(ctx, ns("dev", map[string]string{"env": "prod"}), metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	devDeploy := ObjectInfo{Group: "apps", Resource: "deployments", Namespace: "dev", Name: "web"}
+	waitFor(t, "dev relabelled prod", func() bool { return reflect.DeepEqual(rc.Match(devDeploy), []change.DestinationRef{prod}) })
+
+	// Namespace created after the rule: an empty selector covers it even before the informer saw it.
+	if got := rc.Match(ObjectInfo{Resource: "configmaps", Namespace: "brand-new", Name: "x"}); !reflect.DeepEqual(got, []change.DestinationRef{nosel}) {
+		t.Errorf("new namespace: %v", got)
+	}
+
+	if err := cfg.ConfigV1alpha1().WatchRules("team-a").Delete(ctx, "cms", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "WatchRule deleted", func() bool {
+		return rc.Match(ObjectInfo{Resource: "secrets", Namespace: "team-a", Name: "x", LabelsKnown: true}) == nil
+	})
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestStaticMatcher(t *testing.T) {
+	m := StaticMatcher{Rules: []configv1alpha1.ResourceRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}}}, Destination: testDest}
+	if got := m.Match(ObjectInfo{Resource: "configmaps", Namespace: "x", Name: "y"}); len(got) != 1 {
+		t.Errorf("configmap not matched")
+	}
+	if got := m.Match(ObjectInfo{Resource: "secrets", Namespace: "x", Name: "y"}); got != nil {
+		t.Errorf("secret matched")
+	}
+}

@@ -1,0 +1,235 @@
+package ingest
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/klog/v2"
+
+	"github.com/kubehistory/kubehistory/pkg/change"
+)
+
+// Publisher stores a batch of changes durably; nil means every change is stored. queue.Publisher
+// implements it on JetStream.
+type Publisher interface {
+	Publish(ctx context.Context, changes []change.Change) error
+}
+
+// RetryAfterSeconds is the Retry-After of a 503: kube-apiserver's webhook client honours it before its
+// own backoff, and a second is enough for a NATS reconnect.
+const RetryAfterSeconds = 1
+
+// AuditPath is where kube-apiserver posts its batches (the server URL in its audit webhook kubeconfig).
+const AuditPath = "/audit"
+
+// Server is the audit webhook.
+type Server struct {
+	opts      Options
+	matcher   RuleMatcher
+	publisher Publisher
+	tlsConfig *tls.Config
+	allowed   map[string]bool
+
+	mu       sync.Mutex
+	listener net.Listener
+}
+
+// NewServer loads the certificates and builds the server; Run serves it.
+func NewServer(opts Options, matcher RuleMatcher, publisher Publisher) (*Server, error) {
+	if errs := opts.Validate(); len(errs) > 0 {
+		return nil, utilerrors.NewAggregate(errs)
+	}
+	if matcher == nil || publisher == nil {
+		return nil, errors.New("the audit webhook needs a rule matcher and a publisher")
+	}
+	cert, err := tls.LoadX509KeyPair(opts.CertFile, opts.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("loading audit webhook serving certificate: %w", err)
+	}
+	caPEM, err := os.ReadFile(opts.ClientCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("reading audit webhook client CA: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("no PEM certificate in audit webhook client CA file %s", opts.ClientCAFile)
+	}
+	allowed := map[string]bool{}
+	for _, n := range opts.AllowedNames {
+		allowed[n] = true
+	}
+	RegisterMetrics()
+	return &Server{
+		opts:      opts,
+		matcher:   matcher,
+		publisher: publisher,
+		allowed:   allowed,
+		tlsConfig: &tls.Config{
+			MinVersion:   tls.VersionTLS12,
+			Certificates: []tls.Certificate{cert},
+			ClientCAs:    pool,
+			// The handshake itself refuses a client without a certificate chaining to the CA: no
+			// unauthenticated byte of a body is ever read.
+			ClientAuth: tls.RequireAndVerifyClientCert,
+		},
+	}, nil
+}
+
+// Listen binds the port, if Run has not yet; it returns the bound address (useful with port 0) and lets a
+// caller fail early on a taken port.
+func (s *Server) Listen() (net.Addr, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.listener == nil {
+		ln, err := net.Listen("tcp", net.JoinHostPort(s.opts.BindAddress, strconv.Itoa(s.opts.Port)))
+		if err != nil {
+			return nil, fmt.Errorf("audit webhook: %w", err)
+		}
+		s.listener = ln
+	}
+	return s.listener.Addr(), nil
+}
+
+// Run serves until ctx is done, then lets requests in flight finish (their batches are published or
+// answered 503) for up to 30 seconds.
+func (s *Server) Run(ctx context.Context) error {
+	addr, err := s.Listen()
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           s.Handler(),
+		TLSConfig:         s.tlsConfig,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       2 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          klog.NewStandardLogger("WARNING"),
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	errCh := make(chan error, 1)
+	go func() {
+		klog.InfoS("Serving audit webhook", "address", addr.String(), "path", AuditPath)
+		errCh <- srv.ServeTLS(s.listener, "", "")
+	}()
+	select {
+	case err := <-errCh:
+		return fmt.Errorf("audit webhook: %w", err)
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err = srv.Shutdown(shutdownCtx)
+	klog.InfoS("Audit webhook stopped", "address", addr.String())
+	if err != nil {
+		return fmt.Errorf("audit webhook shutdown: %w", err)
+	}
+	return nil
+}
+
+// Handler is the HTTP handler; it expects requests over the server's TLS (it reads the verified client
+// certificate).
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc(AuditPath, s.serveAudit)
+	return mux
+}
+
+func (s *Server) serveAudit(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		s.fail(w, http.StatusMethodNotAllowed, metav1.StatusReasonMethodNotAllowed, "only POST of an audit.k8s.io/v1 EventList is allowed")
+		return
+	}
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+		s.fail(w, http.StatusUnauthorized, metav1.StatusReasonUnauthorized, "a client certificate signed by the audit client CA is required")
+		return
+	}
+	cn := r.TLS.VerifiedChains[0][0].Subject.CommonName
+	if len(s.allowed) > 0 && !s.allowed[cn] {
+		klog.InfoS("Refused audit webhook client", "commonName", cn, "remote", r.RemoteAddr)
+		s.fail(w, http.StatusForbidden, metav1.StatusReasonForbidden, fmt.Sprintf("client certificate common name %q is not allowed", cn))
+		return
+	}
+
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			s.fail(w, http.StatusRequestEntityTooLarge, metav1.StatusReasonRequestEntityTooLarge,
+				fmt.Sprintf("audit EventList larger than %d bytes", s.opts.MaxBodyBytes))
+			return
+		}
+		s.fail(w, http.StatusBadRequest, metav1.StatusReasonBadRequest, fmt.Sprintf("reading body: %v", err))
+		return
+	}
+	list, err := DecodeEventList(body)
+	if err != nil {
+		s.fail(w, http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error())
+		return
+	}
+
+	var changes []change.Change
+	reasons := map[string]int{}
+	for i := range list.Items {
+		cs, reason := EventChanges(&list.Items[i], s.matcher)
+		reasons[reason]++
+		changes = append(changes, cs...)
+	}
+
+	start := time.Now()
+	if err := s.publisher.Publish(r.Context(), changes); err != nil {
+		klog.ErrorS(err, "Publishing audit batch failed; answering 503 so kube-apiserver retries", "events", len(list.Items), "changes", len(changes))
+		w.Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
+		s.fail(w, http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable, "changes could not be stored, retry the batch: "+err.Error())
+		return
+	}
+	publishDuration.Observe(time.Since(start).Seconds())
+
+	// Counted only once the batch is answered 200, so that a retried batch is counted once per success.
+	for reason, n := range reasons {
+		result := "dropped"
+		if reason == ReasonAccepted {
+			result = "accepted"
+		}
+		eventsTotal.WithLabelValues(result, reason).Add(float64(n))
+	}
+	changesTotal.Add(float64(len(changes)))
+	klog.V(4).InfoS("Audit batch stored", "events", len(list.Items), "changes", len(changes), "accepted", reasons[ReasonAccepted])
+	s.write(w, http.StatusOK, &metav1.Status{
+		TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
+		Status:   metav1.StatusSuccess,
+		Code:     http.StatusOK,
+		Message:  fmt.Sprintf("%d events, %d changes stored", len(list.Items), len(changes)),
+	})
+}
+
+// fail answers with a Kubernetes Status, which kube-apiserver's webhook client logs with its message.
+func (s *Server) fail(w http.ResponseWriter, code int, reason metav1.StatusReason, msg string) {
+	s.write(w, code, &metav1.Status{
+		TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
+		Status:   metav1.StatusFailure,
+		Code:     int32(code),
+		Reason:   reason,
+		Message:  msg,
+	})
+}
+
+func (s *Server) write(w http.ResponseWriter, code int, st *metav1.Status) {
+	requestsTotal.WithLabelValues(strconv.Itoa(code)).Inc()
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(st)
+}
