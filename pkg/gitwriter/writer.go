@@ -501,8 +501,8 @@ type actorGroup struct {
 	changes []*pending
 }
 
-// groupByActor orders the batch by change time and splits it into one group per actor, in the order
-// of each actor's first change; inside a group the changes of one object are ordered by
+// groupByActor orders the batch by change time and splits it into runs of consecutive changes by the
+// same actor (one commit each); inside a group the changes of one object are ordered by
 // resourceVersion (batches arrive out of order).
 func groupByActor(batch []*pending) []*actorGroup {
 	sorted := append([]*pending(nil), batch...)
@@ -513,15 +513,15 @@ func groupByActor(batch []*pending) []*actorGroup {
 		}
 		return sorted[i].seq < sorted[j].seq
 	})
+	// A new commit starts whenever the actor changes in time order: "one commit per actor in the
+	// window" must not reorder history, or alice's delete could land before bob's earlier update of
+	// the same object and Git would end with a state the cluster never had last.
 	var groups []*actorGroup
-	byActor := map[string]*actorGroup{}
 	for _, p := range sorted {
-		g := byActor[p.ch.Actor.Username]
-		if g == nil {
-			g = &actorGroup{actor: p.ch.Actor}
-			byActor[p.ch.Actor.Username] = g
-			groups = append(groups, g)
+		if n := len(groups); n == 0 || groups[n-1].actor.Username != p.ch.Actor.Username {
+			groups = append(groups, &actorGroup{actor: p.ch.Actor})
 		}
+		g := groups[len(groups)-1]
 		g.changes = append(g.changes, p)
 	}
 	for _, g := range groups {

@@ -72,9 +72,9 @@ func (r *REST) GetSingularName() string {
 // ShortNames implements rest.ShortNamesProvider.
 func (r *REST) ShortNames() []string {
 	if r.cluster {
-		return []string{"crc"}
+		return []string{"crchg"}
 	}
-	return []string{"rc"}
+	return []string{"rchg"}
 }
 
 // Categories implements rest.CategoriesProvider: `kubectl get history` lists both change kinds.
