@@ -3,6 +3,8 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,8 +13,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
-	"github.com/kubehistory/kubehistory/pkg/change"
-	"github.com/kubehistory/kubehistory/pkg/index"
 	"github.com/kubehistory/kubehistory/test/framework"
 )
 
@@ -20,45 +20,87 @@ type seededEntries struct {
 	namespaced, cluster string
 }
 
-// seedIndex writes two committed records and a RepoStatus into the index before kubehistory starts, so
-// get, list and the table are checked on real data served from the bbolt file.
-func seedIndex(dataDir string) error {
-	idx, err := index.Open(filepath.Join(dataDir, "index.db"))
-	if err != nil {
-		return err
+// seedHistory makes real changes through the whole pipeline before the tests run: a GitDestination
+// with a WatchRule on team-a's ConfigMaps and a ClusterWatchRule on Namespaces; alice creates and
+// patches a ConfigMap, admin creates namespace team-b impersonating bob.
+func seedHistory(ctx context.Context, plane *framework.Plane, dir string) (seededEntries, error) {
+	admin := plane.AdminKubeconfig
+	repo := filepath.Join(dir, "team-a.git")
+	if out, err := exec.Command("git", "init", "-q", "--bare", "-b", "main", repo).CombinedOutput(); err != nil {
+		return seededEntries{}, fmt.Errorf("git init: %v: %s", err, out)
 	}
-	defer idx.Close()
-	when := metav1.NewMicroTime(time.Date(2026, 11, 26, 9, 30, 0, 0, time.UTC))
-	ns := change.Record{Change: historyv1alpha1.Change{
-		Object:     historyv1alpha1.ChangedObject{Version: "v1", Resource: "configmaps", Kind: "ConfigMap", Namespace: "team-a", Name: "web", UID: "u-1", ResourceVersion: "42"},
-		Verb:       historyv1alpha1.VerbUpdate,
-		Actor:      historyv1alpha1.Actor{Username: "alice", Groups: []string{"team-a"}},
-		Source:     historyv1alpha1.SourceAudit,
-		AuditID:    "0b7f6a0e-1111-2222-3333-444455556666",
-		ChangeID:   "a1b2c3d4e5f60718293a4b5c6d7e8f90",
-		ChangeTime: when,
-		Git:        historyv1alpha1.GitLink{Destination: "main", DestinationNamespace: "team-a", Branch: "main", Commit: "0123456789abcdef0123456789abcdef01234567", Path: "team-a/core/configmaps/web.yaml"},
-		Diff:       "--- a/team-a/core/configmaps/web.yaml\n+++ b/team-a/core/configmaps/web.yaml\n@@ -3 +3 @@\n-  color: blue\n+  color: green\n",
-	}}
-	cl := change.Record{Cluster: true, Change: historyv1alpha1.Change{
-		Object:     historyv1alpha1.ChangedObject{Version: "v1", Resource: "namespaces", Kind: "Namespace", Name: "team-b"},
-		Verb:       historyv1alpha1.VerbCreate,
-		Actor:      historyv1alpha1.Actor{Username: "bob", Impersonator: &historyv1alpha1.Impersonator{Username: "admin"}},
-		Source:     historyv1alpha1.SourceAudit,
-		ChangeID:   "ffeeddccbbaa99887766554433221100",
-		ChangeTime: metav1.NewMicroTime(when.Add(time.Minute)),
-	}}
-	for i, r := range []change.Record{ns, cl} {
-		if _, err := idx.Add(uint64(i+1), r); err != nil {
-			return err
+	setup := fmt.Sprintf(`apiVersion: config.kubehistory.io/v1alpha1
+kind: GitDestination
+metadata: {name: main, namespace: team-a}
+spec:
+  url: file://%s
+---
+apiVersion: config.kubehistory.io/v1alpha1
+kind: WatchRule
+metadata: {name: configmaps, namespace: team-a}
+spec:
+  destinationRef: {name: main}
+  rules: [{apiGroups: [""], resources: ["configmaps"]}]
+---
+apiVersion: config.kubehistory.io/v1alpha1
+kind: ClusterWatchRule
+metadata: {name: namespaces}
+spec:
+  destinationRef: {name: main, namespace: team-a}
+  rules: [{apiGroups: [""], resources: ["namespaces"], scope: Cluster}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: configmap-editor, namespace: team-a}
+rules: [{apiGroups: [""], resources: ["configmaps"], verbs: ["get", "list", "create", "update", "patch", "delete"]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: alice, namespace: team-a}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: configmap-editor}
+subjects: [{kind: User, name: alice, apiGroup: rbac.authorization.k8s.io}]
+`, repo)
+	if _, err := framework.KubectlRun(ctx, admin, setup, "apply", "-f", "-"); err != nil {
+		return seededEntries{}, err
+	}
+	alice, err := plane.Kubeconfig("alice", "developers")
+	if err != nil {
+		return seededEntries{}, err
+	}
+	if err := framework.WaitFor(ctx, 30*time.Second, func() error {
+		out, err := framework.KubectlRun(ctx, admin, "", "get", "gitdestination", "main", "-n", "team-a", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}")
+		if err == nil && out != "True" {
+			err = fmt.Errorf("GitDestination Ready=%q", out)
+		}
+		return err
+	}); err != nil {
+		return seededEntries{}, err
+	}
+	time.Sleep(2 * time.Second) // the rule cache follows the new rules through its informers
+	for _, args := range [][]string{
+		{"--kubeconfig", alice, "-n", "team-a", "create", "configmap", "web", "--from-literal=color=blue"},
+		{"--kubeconfig", alice, "-n", "team-a", "patch", "configmap", "web", "-p", `{"data":{"color":"green"}}`},
+		{"--kubeconfig", admin, "create", "namespace", "team-b", "--as", "bob", "--as-group", "system:masters"},
+	} {
+		if out, err := exec.CommandContext(ctx, framework.Kubectl, args...).CombinedOutput(); err != nil {
+			return seededEntries{}, fmt.Errorf("kubectl %v: %v: %s", args, err, out)
 		}
 	}
-	env.seeded = seededEntries{namespaced: index.EntryName(&ns), cluster: index.EntryName(&cl)}
-	return idx.PutRepoStatus(&historyv1alpha1.RepoStatus{
-		ObjectMeta: metav1.ObjectMeta{Name: "main", Namespace: "team-a", ResourceVersion: "7"},
-		Repository: "file:///srv/git/history.git", Branch: "main", HeadCommit: ns.Git.Commit,
-		Conditions: []metav1.Condition{{Type: "Ready", Status: metav1.ConditionTrue, Reason: "Pushed", LastTransitionTime: metav1.Now()}},
+	var seeded seededEntries
+	err = framework.WaitFor(ctx, 90*time.Second, func() error {
+		out, err := framework.KubectlRun(ctx, admin, "", "get", "resourcechanges", "-n", "team-a", "--field-selector", "verb=patch", "-o", "name")
+		if err != nil || strings.TrimSpace(out) == "" {
+			return fmt.Errorf("no patch recorded yet: %v", err)
+		}
+		seeded.namespaced = strings.TrimPrefix(strings.TrimSpace(out), "resourcechange.history.kubehistory.io/")
+		out, err = framework.KubectlRun(ctx, admin, "", "get", "clusterresourcechanges", "--field-selector", "object.name=team-b", "-o", "name")
+		if err != nil || strings.TrimSpace(out) == "" {
+			return fmt.Errorf("no namespace change recorded yet: %v", err)
+		}
+		seeded.cluster = strings.TrimPrefix(strings.TrimSpace(out), "clusterresourcechange.history.kubehistory.io/")
+		return nil
 	})
+	return seeded, err
 }
 
 func kubectl(t *testing.T, args ...string) string {
@@ -129,13 +171,13 @@ func TestAPIResourcesReadOnly(t *testing.T) {
 
 func TestListGetAndTable(t *testing.T) {
 	out := kubectl(t, "get", "resourcechanges", "-A")
-	for _, want := range []string{env.seeded.namespaced, "team-a", "update", "configmaps/web", "alice", "01234567", "TIME", "ACTOR", "COMMIT"} {
+	for _, want := range []string{env.seeded.namespaced, "team-a", "patch", "configmaps/web", "alice", "TIME", "ACTOR", "COMMIT"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("kubectl get resourcechanges -A: missing %q in:\n%s", want, out)
 		}
 	}
 	wide := kubectl(t, "get", "resourcechanges", "-n", "team-a", "-o", "wide")
-	for _, want := range []string{"SOURCE", "DESTINATION", "team-a/core/configmaps/web.yaml", "audit"} {
+	for _, want := range []string{"SOURCE", "DESTINATION", "team-a/core/configmaps/web.yaml", "audit", "main"} {
 		if !strings.Contains(wide, want) {
 			t.Errorf("-o wide: missing %q in:\n%s", want, wide)
 		}
@@ -147,14 +189,14 @@ func TestListGetAndTable(t *testing.T) {
 	if err := json.Unmarshal([]byte(kubectl(t, "get", "resourcechange", env.seeded.namespaced, "-n", "team-a", "-o", "json")), &rc); err != nil {
 		t.Fatal(err)
 	}
-	if rc.Actor.Username != "alice" || rc.Git.Commit == "" || !strings.Contains(rc.Diff, "+  color: green") || rc.ResourceVersion != "1" {
+	if rc.Actor.Username != "alice" || rc.Git.Commit == "" || !strings.Contains(rc.Diff, "+  color: green") || rc.ResourceVersion == "" {
 		t.Errorf("get returned %+v", rc)
 	}
 	if _, err := kubectlAs(env.plane.AdminKubeconfig, "", "get", "resourcechange", "does-not-exist", "-n", "team-a"); err == nil || !strings.Contains(err.Error(), "NotFound") {
 		t.Errorf("get of a missing change: want NotFound, got %v", err)
 	}
 	crc := kubectl(t, "get", "clusterresourcechanges")
-	if !strings.Contains(crc, env.seeded.cluster) || !strings.Contains(crc, "bob (via admin)") {
+	if !strings.Contains(crc, env.seeded.cluster) || !strings.Contains(crc, "bob (via admin)") || !strings.Contains(crc, "namespaces/team-b") {
 		t.Errorf("clusterresourcechanges:\n%s", crc)
 	}
 	rs := kubectl(t, "get", "repostatuses", "-n", "team-a")

@@ -48,18 +48,23 @@ func run(m *testing.M) int {
 	defer plane.Stop()
 	env.plane = plane
 
-	kh, err := plane.InstallKubehistory(ctx, framework.InstallOptions{BeforeStart: seedIndex})
+	kh, err := plane.InstallKubehistory(ctx, framework.InstallOptions{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "installing kubehistory:", err)
 		dumpLog(filepath.Join(plane.Dir, "kubehistory-apiserver.log"))
 		return 1
 	}
 	env.kh = kh
-	for _, ns := range []string{"team-a", "team-b"} {
+	for _, ns := range []string{"team-a"} {
 		if _, err := framework.KubectlRun(ctx, plane.AdminKubeconfig, "", "create", "namespace", ns); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
+	}
+	if env.seeded, err = seedHistory(ctx, plane, dir); err != nil {
+		fmt.Fprintln(os.Stderr, "recording the first changes:", err)
+		dumpLog(filepath.Join(plane.Dir, "kubehistory-apiserver.log"))
+		return 1
 	}
 	code := m.Run()
 	if code != 0 {
