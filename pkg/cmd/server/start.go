@@ -219,4 +219,3 @@ NATS JetStream, commits them as sanitized YAML to Git authored as the actor, and
 	cliflag.SetUsageAndHelpFunc(cmd, fss, cols)
 	return cmd
 }
-
