@@ -20,7 +20,7 @@ func gitHTTPServer(t *testing.T, root, user, password string) (string, *atomic.I
 	t.Helper()
 	backend := filepath.Join(gitCLI(t, root, "--exec-path"), "git-http-backend")
 	if _, err := os.Stat(backend); err != nil {
-		t.Skipf("git-http-backend not available: %v", err)
+		t.Fatalf("git-http-backend not available (it ships with git; .ci/run checks for it): %v", err)
 	}
 	var refused atomic.Int32
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
