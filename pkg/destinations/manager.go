@@ -130,10 +130,7 @@ func (m *Manager) sync(ctx context.Context) {
 			}
 		}
 		m.stop(key)
-		if err := m.start(ctx, key, hash, cfg); err != nil {
-			m.setReady(ctx, gd, metav1.ConditionFalse, configv1alpha1.ReasonInvalidSpec, err.Error())
-			continue
-		}
+		m.start(ctx, key, hash, cfg)
 		m.setReady(ctx, gd, metav1.ConditionTrue, configv1alpha1.ReasonReady, "writer running; progress in the RepoStatus of the same name")
 	}
 	m.mu.Lock()
@@ -180,11 +177,8 @@ func configHash(cfg gitwriter.Config) string {
 	return hex.EncodeToString(h[:])
 }
 
-func (m *Manager) start(ctx context.Context, key, hash string, cfg gitwriter.Config) error {
-	// Validate once up front so a bad spec shows as a condition instead of a retry loop.
-	if _, err := gitwriter.New(cfg, m.js, m.fetcher); err != nil {
-		return err
-	}
+// start runs the writer of a destination whose config ConfigFromGitDestination validated.
+func (m *Manager) start(ctx context.Context, key, hash string, cfg gitwriter.Config) {
 	wctx, cancel := context.WithCancel(ctx)
 	r := &running{hash: hash, cancel: cancel, done: make(chan struct{})}
 	m.mu.Lock()
@@ -205,7 +199,6 @@ func (m *Manager) start(ctx context.Context, key, hash string, cfg gitwriter.Con
 			}
 		}, 5*time.Second)
 	}()
-	return nil
 }
 
 func (m *Manager) stop(key string) {

@@ -68,8 +68,6 @@ type InstallOptions struct {
 	ExtraArgs []string
 	// Detach lets the process outlive the caller (the demo).
 	Detach bool
-	// BeforeStart, when set, runs with the data directory before the process starts (to seed it).
-	BeforeStart func(dataDir string) error
 }
 
 // ServiceAccountUser is the username kubehistory authenticates as; the RBAC in artifacts/ names the
@@ -134,15 +132,6 @@ func (p *Plane) InstallKubehistory(ctx context.Context, o InstallOptions) (*Kube
 		"--audit-allowed-names=" + p.AuditClientName,
 	}
 	args = append(args, o.ExtraArgs...)
-	if o.BeforeStart != nil {
-		dataDir := filepath.Join(k.Dir, "data")
-		if err := os.MkdirAll(dataDir, 0o700); err != nil {
-			return nil, err
-		}
-		if err := o.BeforeStart(dataDir); err != nil {
-			return nil, err
-		}
-	}
 	if k.Cmd, err = p.start("kubehistory-apiserver", o.Detach, append([]string{o.Binary}, args...)...); err != nil {
 		return nil, err
 	}

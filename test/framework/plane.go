@@ -134,6 +134,10 @@ func Start(ctx context.Context, cfg Config) (*Plane, error) {
 			return nil, err
 		}
 	}
+	if p.APIServerPort, err = FreePort(); err != nil {
+		return nil, err
+	}
+	p.APIServerURL = fmt.Sprintf("https://127.0.0.1:%d", p.APIServerPort)
 	if err := p.writePKI(); err != nil {
 		return nil, fmt.Errorf("generating PKI: %w", err)
 	}
@@ -203,20 +207,7 @@ func (p *Plane) Kubeconfig(user string, groups ...string) (string, error) {
 		return "", err
 	}
 	path := filepath.Join(p.Dir, file+".kubeconfig")
-	return path, writeKubeconfig(path, p.APIServerURLOrPending(), p.CA.CertFile, pair)
-}
-
-// APIServerURLOrPending is the server URL; before the port is chosen it is chosen now.
-func (p *Plane) APIServerURLOrPending() string {
-	if p.APIServerURL == "" {
-		port, err := FreePort()
-		if err != nil {
-			panic(err)
-		}
-		p.APIServerPort = port
-		p.APIServerURL = fmt.Sprintf("https://127.0.0.1:%d", port)
-	}
-	return p.APIServerURL
+	return path, writeKubeconfig(path, p.APIServerURL, p.CA.CertFile, pair)
 }
 
 func writeKubeconfig(path, server, caFile string, client CertPair) error {
@@ -302,7 +293,7 @@ func (p *Plane) startEtcd(ctx context.Context, detach bool) error {
 		return err
 	}
 	p.etcdURL = clientURL
-	return waitFor(ctx, 60*time.Second, func() error {
+	return WaitFor(ctx, 60*time.Second, func() error {
 		resp, err := http.Get(clientURL + "/health")
 		if err != nil {
 			return err
@@ -347,7 +338,6 @@ func (p *Plane) startAPIServer(ctx context.Context, cfg Config) error {
 		CertPair{CertFile: filepath.Join(dir, "audit-client.crt"), KeyFile: filepath.Join(dir, "audit-client.key")}); err != nil {
 		return err
 	}
-	url := p.APIServerURLOrPending()
 	f := func(n string) string { return filepath.Join(dir, n) }
 	if _, err := p.start("kube-apiserver", cfg.Detach, p.Bins.KubeAPIServer,
 		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", p.APIServerPort),
@@ -375,8 +365,8 @@ func (p *Plane) startAPIServer(ctx context.Context, cfg Config) error {
 	); err != nil {
 		return err
 	}
-	fmt.Fprintf(p.log, "waiting for kube-apiserver %s/readyz\n", url)
-	return waitFor(ctx, 120*time.Second, func() error { return p.readyz() })
+	fmt.Fprintf(p.log, "waiting for kube-apiserver %s/readyz\n", p.APIServerURL)
+	return WaitFor(ctx, 120*time.Second, p.readyz)
 }
 
 func (p *Plane) readyz() error {
@@ -456,7 +446,8 @@ func stopProcess(pid int) bool {
 	return true
 }
 
-func waitFor(ctx context.Context, timeout time.Duration, f func() error) error {
+// WaitFor polls f every 250ms until it returns nil or timeout passes.
+func WaitFor(ctx context.Context, timeout time.Duration, f func() error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last error
@@ -470,9 +461,4 @@ func waitFor(ctx context.Context, timeout time.Duration, f func() error) error {
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
-}
-
-// WaitFor polls f every 250ms until it returns nil or timeout passes.
-func WaitFor(ctx context.Context, timeout time.Duration, f func() error) error {
-	return waitFor(ctx, timeout, f)
 }

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
+	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/destinations"
 	versioned "github.com/kubehistory/kubehistory/pkg/generated/clientset/versioned"
 	configinformers "github.com/kubehistory/kubehistory/pkg/generated/informers/externalversions"
@@ -106,7 +107,7 @@ func (o *Options) startQueue(ctx context.Context, p *pipeline) error {
 			InProcessOnly: o.Queue.EmbeddedPort == 0,
 			SyncAlways:    o.Queue.SyncAlways,
 			SyncInterval:  o.Queue.SyncInterval,
-			ServerName:    "kubehistory-" + serverNameSafe(o.ReplicaID),
+			ServerName:    "kubehistory-" + change.SubjectToken(o.ReplicaID),
 		})
 		if err != nil {
 			return fmt.Errorf("starting embedded JetStream: %w", err)
@@ -125,17 +126,6 @@ func (o *Options) startQueue(ctx context.Context, p *pipeline) error {
 		return err
 	}
 	return queue.EnsureStreams(ctx, p.publisher.JetStream(), o.Queue.Replicas, queue.WithDuplicateWindow(o.Queue.DuplicateWindow))
-}
-
-func serverNameSafe(s string) string {
-	out := []rune{}
-	for _, r := range s {
-		if r == ' ' || r == '.' || r == '*' || r == '>' {
-			r = '_'
-		}
-		out = append(out, r)
-	}
-	return string(out)
 }
 
 // buildPipeline wires the stages; they start in the server's post-start hook.
