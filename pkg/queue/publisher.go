@@ -2,7 +2,6 @@ package queue
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -83,7 +82,7 @@ func (p *Publisher) Publish(ctx context.Context, changes []change.Change) error 
 		if c.ChangeID == "" {
 			return fmt.Errorf("change %d (%s %s/%s) has no change ID", i, c.Object.Resource, c.Object.Namespace, c.Object.Name)
 		}
-		data, err := json.Marshal(c)
+		data, err := change.Encode(c)
 		if err != nil {
 			return fmt.Errorf("encoding change %s: %w", c.ChangeID, err)
 		}
