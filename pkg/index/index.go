@@ -24,6 +24,7 @@ var (
 	bucketRepos    = []byte("repostatus")
 	bucketMeta     = []byte("meta")
 	keyLastSeq     = []byte("lastSeq")
+	keyCompacted   = []byte("compacted") // highest sequence removed by Compact
 	keySchema      = []byte("schema")
 	schemaVersion  = []byte("1")
 	errStopListing = errors.New("stop")
@@ -179,18 +180,28 @@ type ListOptions struct {
 	Namespace string
 	// AfterSeq starts after this sequence (paging).
 	AfterSeq uint64
+	// MaxSeq is the snapshot to read: only entries with a sequence at or below it. Records are
+	// append-only, so every page read with the same MaxSeq sees the same set. 0 reads the index's
+	// last sequence at the time of the call.
+	MaxSeq uint64
 	// Limit stops after this many matching entries; 0 means no limit.
 	Limit int
-	// Match, when set, keeps only entries it returns true for.
-	Match func(*Entry) bool
+	// Match, when set, keeps only entries it returns true for; an error ends the list with it.
+	Match func(*Entry) (bool, error)
 }
 
 // ListResult is a page of entries.
 type ListResult struct {
 	Items []Entry
-	// LastSeq is the index's last sequence when the list was read (the list's resourceVersion).
+	// LastSeq is the snapshot the list was read at (the list's resourceVersion): MaxSeq when it was
+	// given and not beyond the index, the index's last sequence otherwise.
 	LastSeq uint64
-	// More is true when matching entries remain after the last item.
+	// Head is the index's last sequence when the list was read.
+	Head uint64
+	// Compacted is the highest sequence removed by Compact when the list was read: entries at or below
+	// it are gone, so a page set resumed after a lower sequence would silently miss some.
+	Compacted uint64
+	// More is true when matching entries at or below LastSeq remain after the last item.
 	More bool
 }
 
@@ -198,12 +209,20 @@ type ListResult struct {
 func (x *Index) List(opts ListOptions) (ListResult, error) {
 	var res ListResult
 	err := x.db.View(func(tx *bolt.Tx) error {
-		if v := tx.Bucket(bucketMeta).Get(keyLastSeq); v != nil {
-			res.LastSeq = binary.BigEndian.Uint64(v)
+		meta := tx.Bucket(bucketMeta)
+		if v := meta.Get(keyLastSeq); v != nil {
+			res.Head = binary.BigEndian.Uint64(v)
+		}
+		if v := meta.Get(keyCompacted); v != nil {
+			res.Compacted = binary.BigEndian.Uint64(v)
+		}
+		res.LastSeq = res.Head
+		if opts.MaxSeq != 0 && opts.MaxSeq < res.Head {
+			res.LastSeq = opts.MaxSeq
 		}
 		c := tx.Bucket(bucketChanges).Cursor()
 		k, v := c.Seek(seqKey(opts.AfterSeq + 1))
-		for ; k != nil; k, v = c.Next() {
+		for ; k != nil && binary.BigEndian.Uint64(k) <= res.LastSeq; k, v = c.Next() {
 			var e Entry
 			if err := json.Unmarshal(v, &e); err != nil {
 				return fmt.Errorf("decoding entry %d: %w", binary.BigEndian.Uint64(k), err)
@@ -214,8 +233,14 @@ func (x *Index) List(opts ListOptions) (ListResult, error) {
 			if !opts.Cluster && opts.Namespace != "" && e.Record.Object.Namespace != opts.Namespace {
 				continue
 			}
-			if opts.Match != nil && !opts.Match(&e) {
-				continue
+			if opts.Match != nil {
+				ok, err := opts.Match(&e)
+				if err != nil {
+					return err
+				}
+				if !ok {
+					continue
+				}
 			}
 			if opts.Limit > 0 && len(res.Items) == opts.Limit {
 				res.More = true
@@ -229,6 +254,44 @@ func (x *Index) List(opts ListOptions) (ListResult, error) {
 		err = nil
 	}
 	return res, err
+}
+
+// Compact removes the entries with a sequence at or below throughSeq (the index retention; Git keeps
+// everything) and remembers the mark, so that readers resuming below it learn that entries are gone
+// instead of silently missing them. It reports how many entries it removed.
+func (x *Index) Compact(throughSeq uint64) (int, error) {
+	removed := 0
+	err := x.db.Update(func(tx *bolt.Tx) error {
+		meta := tx.Bucket(bucketMeta)
+		if v := meta.Get(keyCompacted); v != nil && binary.BigEndian.Uint64(v) >= throughSeq {
+			return nil
+		}
+		changes := tx.Bucket(bucketChanges)
+		c := changes.Cursor()
+		for k, v := c.First(); k != nil && binary.BigEndian.Uint64(k) <= throughSeq; k, v = c.First() {
+			var e Entry
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("decoding entry %d: %w", binary.BigEndian.Uint64(k), err)
+			}
+			if err := x.unindex(tx, &e); err != nil {
+				return err
+			}
+			if err := changes.Delete(k); err != nil {
+				return err
+			}
+			removed++
+		}
+		return meta.Put(keyCompacted, seqKey(throughSeq))
+	})
+	return removed, err
+}
+
+// unindex removes an entry from every lookup bucket.
+func (x *Index) unindex(tx *bolt.Tx, e *Entry) error {
+	if err := tx.Bucket(bucketNames).Delete(nameKey(e.Record.Cluster, e.Namespace(), e.Name)); err != nil {
+		return err
+	}
+	return tx.Bucket(bucketIDs).Delete([]byte(e.Record.ChangeID))
 }
 
 // PutRepoStatus stores the latest RepoStatus of a destination.

@@ -1,6 +1,7 @@
 package index
 
 import (
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -110,5 +111,40 @@ func TestRepoStatuses(t *testing.T) {
 	}
 	if all, _ := x.ListRepoStatuses(""); len(all) != 3 {
 		t.Errorf("ListRepoStatuses() = %d items", len(all))
+	}
+}
+
+func TestSnapshotAndCompact(t *testing.T) {
+	x, err := Open(filepath.Join(t.TempDir(), "index.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	for seq := uint64(1); seq <= 10; seq++ {
+		if _, err := x.Add(seq, rec(fmt.Sprintf("id-%d", seq), "a", "web", t0.Add(time.Duration(seq)*time.Second))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	snap, err := x.List(ListOptions{MaxSeq: 6, AfterSeq: 2, Limit: 3})
+	if err != nil || len(snap.Items) != 3 || snap.Items[2].Seq != 5 || !snap.More || snap.LastSeq != 6 || snap.Head != 10 {
+		t.Errorf("snapshot page: %+v %v", snap, err)
+	}
+	if last, _ := x.List(ListOptions{MaxSeq: 6, AfterSeq: 5, Limit: 3}); len(last.Items) != 1 || last.More {
+		t.Errorf("last snapshot page: %+v", last)
+	}
+	removed, err := x.Compact(4)
+	if err != nil || removed != 4 {
+		t.Fatalf("Compact(4) = %d, %v", removed, err)
+	}
+	all, _ := x.List(ListOptions{})
+	if len(all.Items) != 6 || all.Items[0].Seq != 5 || all.Compacted != 4 {
+		t.Errorf("after compaction: %+v", all)
+	}
+	if _, found, _ := x.Get(false, "a", EntryName(&[]change.Record{rec("id-1", "a", "web", t0.Add(time.Second))}[0])); found {
+		t.Error("a compacted entry is still found by name")
+	}
+	if removed, _ := x.Compact(3); removed != 0 {
+		t.Errorf("compacting below the mark removed %d", removed)
 	}
 }

@@ -1,5 +1,6 @@
 // Package changes is the REST storage of resourcechanges (namespaced) and clusterresourcechanges
-// (cluster-scoped): read-only get and list over the index, with a table for kubectl.
+// (cluster-scoped): read-only get and list over the index, with a table for kubectl. Lists page
+// through exact snapshots (see paging.go).
 package changes
 
 import (
@@ -103,14 +104,31 @@ func (r *REST) Get(ctx context.Context, name string, _ *metav1.GetOptions) (runt
 
 // List implements rest.Lister.
 func (r *REST) List(ctx context.Context, options *metainternalversion.ListOptions) (runtime.Object, error) {
-	namespace := genericapirequest.NamespaceValue(ctx)
-	res, err := r.reader.List(index.ListOptions{Cluster: r.cluster, Namespace: namespace, Match: matcher(options)})
+	w, err := listWindow(options)
+	if err != nil {
+		return nil, err
+	}
+	w.opts.Cluster = r.cluster
+	w.opts.Namespace = genericapirequest.NamespaceValue(ctx)
+	if m := matcher(options); m != nil {
+		w.opts.Match = func(e *index.Entry) (bool, error) { return m(e), nil }
+	}
+	res, err := r.reader.List(w.opts)
 	if err != nil {
 		return nil, apierrors.NewInternalError(fmt.Errorf("reading index: %w", err))
 	}
-	rv := strconv.FormatUint(res.LastSeq, 10)
+	if err := w.check(res); err != nil {
+		return nil, err
+	}
+	lm := metav1.ListMeta{ResourceVersion: strconv.FormatUint(res.LastSeq, 10)}
+	// RemainingItemCount stays nil: counting would read the rest of the snapshot through the selector.
+	if res.More && len(res.Items) > 0 {
+		if lm.Continue, err = encodeContinue(res.Items[len(res.Items)-1].Seq, res.LastSeq); err != nil {
+			return nil, apierrors.NewInternalError(fmt.Errorf("encoding continue token: %w", err))
+		}
+	}
 	if r.cluster {
-		list := &history.ClusterResourceChangeList{ListMeta: metav1.ListMeta{ResourceVersion: rv}}
+		list := &history.ClusterResourceChangeList{ListMeta: lm}
 		for i := range res.Items {
 			obj, err := r.toObject(&res.Items[i])
 			if err != nil {
@@ -120,7 +138,7 @@ func (r *REST) List(ctx context.Context, options *metainternalversion.ListOption
 		}
 		return list, nil
 	}
-	list := &history.ResourceChangeList{ListMeta: metav1.ListMeta{ResourceVersion: rv}}
+	list := &history.ResourceChangeList{ListMeta: lm}
 	for i := range res.Items {
 		obj, err := r.toObject(&res.Items[i])
 		if err != nil {
