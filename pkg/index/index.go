@@ -5,6 +5,7 @@
 package index
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -21,12 +22,18 @@ var (
 	bucketChanges  = []byte("changes")   // seq -> Entry JSON
 	bucketNames    = []byte("names")     // scope key + name -> seq
 	bucketIDs      = []byte("changeids") // changeID -> seq
+	// Secondary indexes, so that a list of one namespace or one object reads only its own entries
+	// instead of decoding every entry: keys end in the 8-byte sequence, so a prefix scan is in
+	// sequence order and seeks straight to a page's start; values are empty.
+	bucketByScope  = []byte("byscope")  // scope ("c/" or "n/<namespace>/") + seq
+	bucketByObject = []byte("byobject") // scope + object name + "/" + seq
 	bucketRepos    = []byte("repostatus")
 	bucketMeta     = []byte("meta")
 	keyLastSeq     = []byte("lastSeq")
 	keyCompacted   = []byte("compacted") // highest sequence removed by Compact
 	keySchema      = []byte("schema")
-	schemaVersion  = []byte("1")
+	// schemaVersion 2 added the secondary indexes; Open builds them for a version 1 file.
+	schemaVersion = []byte("2")
 	errStopListing = errors.New("stop")
 )
 
@@ -60,13 +67,19 @@ func Open(path string) (*Index, error) {
 		return nil, fmt.Errorf("opening index %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketChanges, bucketNames, bucketIDs, bucketRepos, bucketMeta} {
+		for _, b := range [][]byte{bucketChanges, bucketNames, bucketIDs, bucketRepos, bucketMeta, bucketByScope, bucketByObject} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
-		if v := meta.Get(keySchema); v != nil && string(v) != string(schemaVersion) {
+		switch v := meta.Get(keySchema); {
+		case v == nil, string(v) == string(schemaVersion):
+		case string(v) == "1":
+			if err := addSecondaryIndexes(tx); err != nil {
+				return fmt.Errorf("upgrading index schema 1 to %s: %w", schemaVersion, err)
+			}
+		default:
 			return fmt.Errorf("index schema %q is not %q: rebuild the index", v, schemaVersion)
 		}
 		return meta.Put(keySchema, schemaVersion)
@@ -95,6 +108,38 @@ func seqKey(seq uint64) []byte {
 	k := make([]byte, 8)
 	binary.BigEndian.PutUint64(k, seq)
 	return k
+}
+
+// scopeKey is the prefix of a scope in the secondary indexes. Namespace and object names cannot hold
+// "/", so one scope's prefix is never the prefix of another's.
+func scopeKey(cluster bool, namespace string) []byte {
+	if cluster {
+		return []byte("c/")
+	}
+	return []byte("n/" + namespace + "/")
+}
+
+func objectKey(cluster bool, namespace, objectName string) []byte {
+	return append(scopeKey(cluster, namespace), objectName+"/"...)
+}
+
+// addSecondaryIndexes indexes the entries of a schema 1 file.
+func addSecondaryIndexes(tx *bolt.Tx) error {
+	return tx.Bucket(bucketChanges).ForEach(func(k, v []byte) error {
+		var e Entry
+		if err := json.Unmarshal(v, &e); err != nil {
+			return fmt.Errorf("decoding entry %d: %w", binary.BigEndian.Uint64(k), err)
+		}
+		return putSecondary(tx, &e)
+	})
+}
+
+func putSecondary(tx *bolt.Tx, e *Entry) error {
+	seq := seqKey(e.Seq)
+	if err := tx.Bucket(bucketByScope).Put(append(scopeKey(e.Record.Cluster, e.Namespace()), seq...), nil); err != nil {
+		return err
+	}
+	return tx.Bucket(bucketByObject).Put(append(objectKey(e.Record.Cluster, e.Namespace(), e.Record.Object.Name), seq...), nil)
 }
 
 func nameKey(cluster bool, namespace, name string) []byte {
@@ -133,6 +178,9 @@ func (x *Index) Add(seq uint64, rec change.Record) (bool, error) {
 			return err
 		}
 		if err := tx.Bucket(bucketNames).Put(nameKey(rec.Cluster, e.Namespace(), e.Name), seqKey(seq)); err != nil {
+			return err
+		}
+		if err := putSecondary(tx, &e); err != nil {
 			return err
 		}
 		added = true
@@ -178,6 +226,9 @@ type ListOptions struct {
 	Cluster bool
 	// Namespace limits namespaced changes to one namespace; empty means all.
 	Namespace string
+	// ObjectName limits the list to changes of objects with this name. With a namespace (or Cluster) it
+	// reads the object index and decodes only that object's entries; across all namespaces it filters.
+	ObjectName string
 	// AfterSeq starts after this sequence (paging).
 	AfterSeq uint64
 	// MaxSeq is the snapshot to read: only entries with a sequence at or below it. Records are
@@ -220,17 +271,23 @@ func (x *Index) List(opts ListOptions) (ListResult, error) {
 		if opts.MaxSeq != 0 && opts.MaxSeq < res.Head {
 			res.LastSeq = opts.MaxSeq
 		}
-		c := tx.Bucket(bucketChanges).Cursor()
-		k, v := c.Seek(seqKey(opts.AfterSeq + 1))
-		for ; k != nil && binary.BigEndian.Uint64(k) <= res.LastSeq; k, v = c.Next() {
+		next := x.scan(tx, opts, res.LastSeq)
+		for {
+			seq, v := next()
+			if v == nil {
+				break
+			}
 			var e Entry
 			if err := json.Unmarshal(v, &e); err != nil {
-				return fmt.Errorf("decoding entry %d: %w", binary.BigEndian.Uint64(k), err)
+				return fmt.Errorf("decoding entry %d: %w", seq, err)
 			}
 			if e.Record.Cluster != opts.Cluster {
 				continue
 			}
 			if !opts.Cluster && opts.Namespace != "" && e.Record.Object.Namespace != opts.Namespace {
+				continue
+			}
+			if opts.ObjectName != "" && e.Record.Object.Name != opts.ObjectName {
 				continue
 			}
 			if opts.Match != nil {
@@ -291,7 +348,62 @@ func (x *Index) unindex(tx *bolt.Tx, e *Entry) error {
 	if err := tx.Bucket(bucketNames).Delete(nameKey(e.Record.Cluster, e.Namespace(), e.Name)); err != nil {
 		return err
 	}
+	seq := seqKey(e.Seq)
+	if err := tx.Bucket(bucketByScope).Delete(append(scopeKey(e.Record.Cluster, e.Namespace()), seq...)); err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketByObject).Delete(append(objectKey(e.Record.Cluster, e.Namespace(), e.Record.Object.Name), seq...)); err != nil {
+		return err
+	}
 	return tx.Bucket(bucketIDs).Delete([]byte(e.Record.ChangeID))
+}
+
+// scan returns an iterator over the encoded entries with a sequence in (opts.AfterSeq, maxSeq], through
+// the narrowest index that covers opts: the object index for one object of one scope, the scope index
+// for one namespace or the cluster scope, all entries otherwise. It returns a nil value at the end.
+func (x *Index) scan(tx *bolt.Tx, opts ListOptions, maxSeq uint64) func() (uint64, []byte) {
+	changes := tx.Bucket(bucketChanges)
+	start := seqKey(opts.AfterSeq + 1)
+	var prefix []byte
+	var c *bolt.Cursor
+	switch {
+	case opts.ObjectName != "" && (opts.Cluster || opts.Namespace != ""):
+		prefix, c = objectKey(opts.Cluster, opts.Namespace, opts.ObjectName), tx.Bucket(bucketByObject).Cursor()
+	case opts.Cluster || opts.Namespace != "":
+		prefix, c = scopeKey(opts.Cluster, opts.Namespace), tx.Bucket(bucketByScope).Cursor()
+	default:
+		c := changes.Cursor()
+		k, v := c.Seek(start)
+		return func() (uint64, []byte) {
+			if k == nil || binary.BigEndian.Uint64(k) > maxSeq {
+				k = nil
+				return 0, nil
+			}
+			seq, data := binary.BigEndian.Uint64(k), v
+			k, v = c.Next()
+			return seq, data
+		}
+	}
+	k, _ := c.Seek(append(append([]byte(nil), prefix...), start...))
+	return func() (uint64, []byte) {
+		for k != nil && bytes.HasPrefix(k, prefix) {
+			cur := k
+			k, _ = c.Next()
+			if len(cur) != len(prefix)+8 {
+				continue
+			}
+			seq := binary.BigEndian.Uint64(cur[len(prefix):])
+			if seq > maxSeq {
+				break
+			}
+			// Compact removes an entry and its index keys in one transaction, so the entry is there.
+			if data := changes.Get(cur[len(prefix):]); data != nil {
+				return seq, data
+			}
+		}
+		k = nil
+		return 0, nil
+	}
 }
 
 // PutRepoStatus stores the latest RepoStatus of a destination.

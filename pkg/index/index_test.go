@@ -1,11 +1,13 @@
 package index
 
 import (
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
@@ -146,5 +148,131 @@ func TestSnapshotAndCompact(t *testing.T) {
 	}
 	if removed, _ := x.Compact(3); removed != 0 {
 		t.Errorf("compacting below the mark removed %d", removed)
+	}
+}
+
+func TestSecondaryIndexes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "index.db")
+	x, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	// 60 changes over three namespaces, three object names and the cluster scope; "web" in "a" is
+	// also the prefix of "web2", and namespace "a" the prefix of "ab".
+	scopes := []struct{ ns, name string }{{"a", "web"}, {"a", "web2"}, {"ab", "web"}, {"b", "db"}, {"", "a"}}
+	want := map[string][]uint64{}
+	for seq := uint64(1); seq <= 60; seq++ {
+		s := scopes[seq%uint64(len(scopes))]
+		if _, err := x.Add(seq, rec(fmt.Sprintf("id-%d", seq), s.ns, s.name, t0.Add(time.Duration(seq)*time.Second))); err != nil {
+			t.Fatal(err)
+		}
+		want[s.ns+"/"+s.name] = append(want[s.ns+"/"+s.name], seq)
+		want[s.ns+"/"] = append(want[s.ns+"/"], seq)
+	}
+	// Readers never decode an entry outside their index: break every entry that is not web in a, and
+	// the object list of web in a still works while a full list fails.
+	if err := x.db.Update(func(tx *bolt.Tx) error {
+		for seq := uint64(1); seq <= 60; seq++ {
+			if s := scopes[seq%uint64(len(scopes))]; s.ns != "a" || s.name != "web" {
+				if err := tx.Bucket(bucketChanges).Put(seqKey(seq), []byte("{broken")); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	seqs := func(items []Entry) []uint64 {
+		out := []uint64{}
+		for _, e := range items {
+			out = append(out, e.Seq)
+		}
+		return out
+	}
+	got, err := x.List(ListOptions{Namespace: "a", ObjectName: "web"})
+	if err != nil || fmt.Sprint(seqs(got.Items)) != fmt.Sprint(want["a/web"]) {
+		t.Errorf("object list of a/web: %v %v, want %v", seqs(got.Items), err, want["a/web"])
+	}
+	page, err := x.List(ListOptions{Namespace: "a", ObjectName: "web", AfterSeq: want["a/web"][3], Limit: 2})
+	if err != nil || fmt.Sprint(seqs(page.Items)) != fmt.Sprint(want["a/web"][4:6]) || !page.More {
+		t.Errorf("object page: %v %v", seqs(page.Items), err)
+	}
+	if _, err := x.List(ListOptions{}); err == nil {
+		t.Error("a full list decoded no broken entry: the test does not prove anything")
+	}
+	if err := x.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A schema 1 file (no secondary indexes) is upgraded on open.
+	x, err = Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = x.Close() }()
+	if err := x.db.Update(func(tx *bolt.Tx) error {
+		for seq := uint64(1); seq <= 60; seq++ {
+			s := scopes[seq%uint64(len(scopes))]
+			data, _ := json.Marshal(&Entry{Seq: seq, Name: fmt.Sprintf("n-%d", seq), Record: rec(fmt.Sprintf("id-%d", seq), s.ns, s.name, t0)})
+			if err := tx.Bucket(bucketChanges).Put(seqKey(seq), data); err != nil {
+				return err
+			}
+		}
+		for _, b := range [][]byte{bucketByScope, bucketByObject} {
+			if err := tx.DeleteBucket(b); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(keySchema, []byte("1"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if x, err = Open(path); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		opts ListOptions
+		want []uint64
+	}{
+		{"namespace a", ListOptions{Namespace: "a"}, want["a/"]},
+		{"namespace ab", ListOptions{Namespace: "ab"}, want["ab/"]},
+		{"object web in a", ListOptions{Namespace: "a", ObjectName: "web"}, want["a/web"]},
+		{"object web2 in a", ListOptions{Namespace: "a", ObjectName: "web2"}, want["a/web2"]},
+		{"cluster", ListOptions{Cluster: true}, want["/"]},
+		{"cluster object", ListOptions{Cluster: true, ObjectName: "a"}, want["/a"]},
+		{"object across namespaces", ListOptions{ObjectName: "db"}, want["b/db"]},
+		{"snapshot bound", ListOptions{Namespace: "b", MaxSeq: 20}, want["b/"][:4]},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := x.List(tc.opts)
+			if err != nil || fmt.Sprint(seqs(got.Items)) != fmt.Sprint(tc.want) {
+				t.Errorf("got %v %v, want %v", seqs(got.Items), err, tc.want)
+			}
+		})
+	}
+	// Compaction removes the index keys with the entries.
+	if _, err := x.Compact(30); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := x.List(ListOptions{Namespace: "a", ObjectName: "web"}); len(got.Items) != 6 || got.Items[0].Seq <= 30 {
+		t.Errorf("after compaction: %v", seqs(got.Items))
+	}
+	err = x.db.View(func(tx *bolt.Tx) error {
+		n := 0
+		_ = tx.Bucket(bucketByObject).ForEach(func(k, _ []byte) error { n++; return nil })
+		if n != 30 {
+			return fmt.Errorf("%d object index keys after compacting 30 of 60 entries", n)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Error(err)
 	}
 }

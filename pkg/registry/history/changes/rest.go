@@ -110,6 +110,7 @@ func (r *REST) List(ctx context.Context, options *metainternalversion.ListOption
 	}
 	w.opts.Cluster = r.cluster
 	w.opts.Namespace = genericapirequest.NamespaceValue(ctx)
+	narrow(&w.opts, options)
 	if m := matcher(options); m != nil {
 		w.opts.Match = func(e *index.Entry) (bool, error) { return m(e), nil }
 	}

@@ -33,6 +33,29 @@ func Fields(e *index.Entry) fields.Set {
 	}
 }
 
+// narrow points the index at the narrowest of its secondary indexes that the field selector allows:
+// an exact object.name reads only that object's entries, an exact object.namespace (or
+// metadata.namespace) on an all-namespaces list only that namespace's. The matcher still checks every
+// term, so narrowing never changes the answer, only how much is decoded.
+func narrow(opts *index.ListOptions, options *metainternalversion.ListOptions) {
+	if options == nil || options.FieldSelector == nil {
+		return
+	}
+	fs := options.FieldSelector
+	if name, ok := fs.RequiresExactMatch("object.name"); ok && name != "" {
+		opts.ObjectName = name
+	}
+	if opts.Cluster || opts.Namespace != "" {
+		return
+	}
+	for _, f := range []string{"object.namespace", "metadata.namespace"} {
+		if ns, ok := fs.RequiresExactMatch(f); ok && ns != "" {
+			opts.Namespace = ns
+			return
+		}
+	}
+}
+
 // matcher is the one selection used by list (and, later, watch): label and field selectors of the
 // request over the record's labels and fields.
 func matcher(options *metainternalversion.ListOptions) func(*index.Entry) bool {

@@ -55,3 +55,34 @@ func TestMatcher(t *testing.T) {
 		})
 	}
 }
+
+func TestNarrow(t *testing.T) {
+	cases := []struct {
+		name, field   string
+		cluster       bool
+		namespace     string
+		wantNamespace string
+		wantObject    string
+	}{
+		{"no selector", "", false, "team-a", "team-a", ""},
+		{"object name in a namespace", "object.name=web", false, "team-a", "team-a", "web"},
+		{"object name and namespace across namespaces", "object.name=web,object.namespace=team-b", false, "", "team-b", "web"},
+		{"metadata.namespace across namespaces", "metadata.namespace=team-b", false, "", "team-b", ""},
+		{"the request namespace wins", "object.namespace=team-b", false, "team-a", "team-a", ""},
+		{"inequality does not narrow", "object.name!=web", false, "team-a", "team-a", ""},
+		{"cluster object", "object.name=team-b", true, "", "", "team-b"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			sel, err := fields.ParseSelector(tc.field)
+			if err != nil {
+				t.Fatal(err)
+			}
+			opts := index.ListOptions{Cluster: tc.cluster, Namespace: tc.namespace}
+			narrow(&opts, &metainternalversion.ListOptions{FieldSelector: sel})
+			if opts.Namespace != tc.wantNamespace || opts.ObjectName != tc.wantObject {
+				t.Errorf("got namespace %q object %q", opts.Namespace, opts.ObjectName)
+			}
+		})
+	}
+}
