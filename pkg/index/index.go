@@ -19,9 +19,9 @@ import (
 )
 
 var (
-	bucketChanges  = []byte("changes")   // seq -> Entry JSON
-	bucketNames    = []byte("names")     // scope key + name -> seq
-	bucketIDs      = []byte("changeids") // changeID -> seq
+	bucketChanges = []byte("changes")   // seq -> Entry JSON
+	bucketNames   = []byte("names")     // scope key + name -> seq
+	bucketIDs     = []byte("changeids") // changeID -> seq
 	// Secondary indexes, so that a list of one namespace or one object reads only its own entries
 	// instead of decoding every entry: keys end in the 8-byte sequence, so a prefix scan is in
 	// sequence order and seeks straight to a page's start; values are empty.
@@ -33,7 +33,7 @@ var (
 	keyCompacted   = []byte("compacted") // highest sequence removed by Compact
 	keySchema      = []byte("schema")
 	// schemaVersion 2 added the secondary indexes; Open builds them for a version 1 file.
-	schemaVersion = []byte("2")
+	schemaVersion  = []byte("2")
 	errStopListing = errors.New("stop")
 )
 
