@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -58,6 +59,10 @@ func (e *Entry) Namespace() string {
 // Index is a bbolt-backed history index. Safe for concurrent use.
 type Index struct {
 	db *bolt.DB
+
+	// mu guards subs, the watchers' subscriptions that Add notifies.
+	mu   sync.Mutex
+	subs map[*Subscription]struct{}
 }
 
 // Open opens (creating when missing) the index file at path.
@@ -88,7 +93,7 @@ func Open(path string) (*Index, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("initializing index %s: %w", path, err)
 	}
-	return &Index{db: db}, nil
+	return &Index{db: db, subs: map[*Subscription]struct{}{}}, nil
 }
 
 // Close closes the file.
@@ -157,6 +162,7 @@ func (x *Index) Add(seq uint64, rec change.Record) (bool, error) {
 		return false, fmt.Errorf("record at seq %d has no change ID", seq)
 	}
 	added := false
+	var e Entry
 	err := x.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if last := meta.Get(keyLastSeq); last != nil && binary.BigEndian.Uint64(last) >= seq {
@@ -169,7 +175,7 @@ func (x *Index) Add(seq uint64, rec change.Record) (bool, error) {
 		if ids.Get([]byte(rec.ChangeID)) != nil {
 			return nil
 		}
-		e := Entry{Seq: seq, Name: EntryName(&rec), Record: rec}
+		e = Entry{Seq: seq, Name: EntryName(&rec), Record: rec}
 		data, err := json.Marshal(&e)
 		if err != nil {
 			return err
@@ -186,7 +192,15 @@ func (x *Index) Add(seq uint64, rec change.Record) (bool, error) {
 		added = true
 		return ids.Put([]byte(rec.ChangeID), seqKey(seq))
 	})
-	return added, err
+	if err != nil {
+		return false, err
+	}
+	if added {
+		// After the commit: a subscriber that reads the index after subscribing sees every entry either
+		// in what it reads or here, and drops the ones it read by sequence.
+		x.notify(e)
+	}
+	return added, nil
 }
 
 // LastSeq is the highest sequence the index has seen; a consumer resumes after it.
@@ -241,6 +255,17 @@ type ListOptions struct {
 	Match func(*Entry) (bool, error)
 }
 
+// Selects reports whether an entry is in the scope, namespace and object of the options (Match aside).
+func (o *ListOptions) Selects(e *Entry) bool {
+	if e.Record.Cluster != o.Cluster {
+		return false
+	}
+	if !o.Cluster && o.Namespace != "" && e.Record.Object.Namespace != o.Namespace {
+		return false
+	}
+	return o.ObjectName == "" || e.Record.Object.Name == o.ObjectName
+}
+
 // ListResult is a page of entries.
 type ListResult struct {
 	Items []Entry
@@ -281,13 +306,7 @@ func (x *Index) List(opts ListOptions) (ListResult, error) {
 			if err := json.Unmarshal(v, &e); err != nil {
 				return fmt.Errorf("decoding entry %d: %w", seq, err)
 			}
-			if e.Record.Cluster != opts.Cluster {
-				continue
-			}
-			if !opts.Cluster && opts.Namespace != "" && e.Record.Object.Namespace != opts.Namespace {
-				continue
-			}
-			if opts.ObjectName != "" && e.Record.Object.Name != opts.ObjectName {
+			if !opts.Selects(&e) {
 				continue
 			}
 			if opts.Match != nil {

@@ -9,6 +9,10 @@ import (
 type ChangeReader interface {
 	Get(cluster bool, namespace, name string) (index.Entry, bool, error)
 	List(opts index.ListOptions) (index.ListResult, error)
+	// LastSeq is the index's last sequence: the resourceVersion "now".
+	LastSeq() (uint64, error)
+	// Subscribe delivers the entries added from now on (watch).
+	Subscribe(buffer int) *index.Subscription
 }
 
 // RepoStatusReader is what the repostatuses resource needs from the index.

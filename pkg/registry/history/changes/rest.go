@@ -1,5 +1,5 @@
 // Package changes is the REST storage of resourcechanges (namespaced) and clusterresourcechanges
-// (cluster-scoped): read-only get and list over the index, with a table for kubectl. Lists page
+// (cluster-scoped): read-only get, list and watch over the index, with a table for kubectl. Lists page
 // through exact snapshots (see paging.go).
 package changes
 
@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
@@ -27,6 +28,10 @@ import (
 type REST struct {
 	reader  registry.ChangeReader
 	cluster bool
+
+	// watchBuffer and bookmarkInterval tune watches (tests shorten them).
+	watchBuffer      int
+	bookmarkInterval time.Duration
 }
 
 var (
@@ -41,11 +46,13 @@ var (
 )
 
 // NewResourceChanges returns the storage of the namespaced resourcechanges.
-func NewResourceChanges(reader registry.ChangeReader) *REST { return &REST{reader: reader} }
+func NewResourceChanges(reader registry.ChangeReader) *REST {
+	return &REST{reader: reader, watchBuffer: defaultWatchBuffer, bookmarkInterval: defaultBookmarkInterval}
+}
 
 // NewClusterResourceChanges returns the storage of the cluster-scoped clusterresourcechanges.
 func NewClusterResourceChanges(reader registry.ChangeReader) *REST {
-	return &REST{reader: reader, cluster: true}
+	return &REST{reader: reader, cluster: true, watchBuffer: defaultWatchBuffer, bookmarkInterval: defaultBookmarkInterval}
 }
 
 // New implements rest.Storage.
@@ -111,8 +118,8 @@ func (r *REST) List(ctx context.Context, options *metainternalversion.ListOption
 	w.opts.Cluster = r.cluster
 	w.opts.Namespace = genericapirequest.NamespaceValue(ctx)
 	narrow(&w.opts, options)
-	if m := matcher(options); m != nil {
-		w.opts.Match = func(e *index.Entry) (bool, error) { return m(e), nil }
+	if w.opts.Match, err = r.selection(ctx, options); err != nil {
+		return nil, err
 	}
 	res, err := r.reader.List(w.opts)
 	if err != nil {
@@ -148,6 +155,16 @@ func (r *REST) List(ctx context.Context, options *metainternalversion.ListOption
 		list.Items = append(list.Items, *obj.(*history.ResourceChange))
 	}
 	return list, nil
+}
+
+// selection is what list and watch keep of the entries in scope: the request's label and field
+// selectors. It is nil when it keeps everything.
+func (r *REST) selection(_ context.Context, options *metainternalversion.ListOptions) (func(*index.Entry) (bool, error), error) {
+	m := matcher(options)
+	if m == nil {
+		return nil, nil
+	}
+	return func(e *index.Entry) (bool, error) { return m(e), nil }, nil
 }
 
 func (r *REST) groupResource() schema.GroupResource {
