@@ -69,7 +69,7 @@ func parseHead(raw []byte) (*objectHead, bool) {
 		return nil, false
 	}
 	h := &objectHead{}
-	if err := json.Unmarshal(raw, h); err != nil {
+	if err := fastJSON.Unmarshal(raw, h); err != nil {
 		return nil, false
 	}
 	return h, true
