@@ -4,16 +4,20 @@
 package apiserver
 
 import (
+	"errors"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apiserver/pkg/authorization/authorizer"
 	"k8s.io/apiserver/pkg/registry/rest"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 
 	"github.com/kubehistory/kubehistory/apis/history"
 	"github.com/kubehistory/kubehistory/apis/history/install"
 	"github.com/kubehistory/kubehistory/pkg/registry"
+	"github.com/kubehistory/kubehistory/pkg/registry/access"
 	"github.com/kubehistory/kubehistory/pkg/registry/history/changes"
 	"github.com/kubehistory/kubehistory/pkg/registry/history/repostatus"
 )
@@ -45,6 +49,9 @@ type Index interface {
 type ExtraConfig struct {
 	// Index is the local history index.
 	Index Index
+	// Authorizer is the server's delegated authorizer (GenericConfig.Authorization.Authorizer); it
+	// decides, per user, which changes the history shows (the RBAC mirror, pkg/registry/access).
+	Authorizer authorizer.Authorizer
 }
 
 // Config is the server's configuration before completion.
@@ -80,11 +87,16 @@ func (c completedConfig) New() (*HistoryServer, error) {
 		return nil, err
 	}
 	s := &HistoryServer{GenericAPIServer: genericServer}
+	if c.ExtraConfig.Authorizer == nil {
+		// Without it every change would be shown to everyone allowed to list the history.
+		return nil, errors.New("no authorizer for the history RBAC mirror")
+	}
+	mirror := access.New(c.ExtraConfig.Authorizer, access.DefaultTTL, access.DefaultCacheSize)
 
 	apiGroupInfo := genericapiserver.NewDefaultAPIGroupInfo(history.GroupName, Scheme, metav1.ParameterCodec, Codecs)
 	apiGroupInfo.VersionedResourcesStorageMap["v1alpha1"] = map[string]rest.Storage{
-		"resourcechanges":        changes.NewResourceChanges(c.ExtraConfig.Index),
-		"clusterresourcechanges": changes.NewClusterResourceChanges(c.ExtraConfig.Index),
+		"resourcechanges":        changes.NewResourceChanges(c.ExtraConfig.Index, mirror),
+		"clusterresourcechanges": changes.NewClusterResourceChanges(c.ExtraConfig.Index, mirror),
 		"repostatuses":           repostatus.New(c.ExtraConfig.Index),
 	}
 	if err := s.GenericAPIServer.InstallAPIGroup(&apiGroupInfo); err != nil {

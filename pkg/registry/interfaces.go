@@ -1,7 +1,12 @@
 package registry
 
 import (
+	"context"
+
+	"k8s.io/apiserver/pkg/authentication/user"
+
 	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/index"
 )
 
@@ -13,6 +18,11 @@ type ChangeReader interface {
 	LastSeq() (uint64, error)
 	// Subscribe delivers the entries added from now on (watch).
 	Subscribe(buffer int) *index.Subscription
+}
+
+// ChangeAccess decides which changes a user may see: the RBAC mirror (pkg/registry/access).
+type ChangeAccess interface {
+	MayGet(ctx context.Context, u user.Info, rec *change.Record) (bool, error)
 }
 
 // RepoStatusReader is what the repostatuses resource needs from the index.

@@ -137,7 +137,7 @@ func (o *Options) Config(idx *index.Index) (*apiserver.Config, error) {
 	}
 	return &apiserver.Config{
 		GenericConfig: serverConfig,
-		ExtraConfig:   apiserver.ExtraConfig{Index: idx},
+		ExtraConfig:   apiserver.ExtraConfig{Index: idx, Authorizer: serverConfig.Authorization.Authorizer},
 	}, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apiserver/pkg/authentication/user"
 	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/apiserver/pkg/storage"
 
@@ -56,8 +57,17 @@ func add(t *testing.T, x *index.Index, seq uint64, rec change.Record) {
 }
 
 func nsCtx(ns string) context.Context {
-	return genericapirequest.WithNamespace(context.Background(), ns)
+	return userCtx(ns, "admin")
 }
+
+func userCtx(ns, name string) context.Context {
+	return genericapirequest.WithUser(genericapirequest.WithNamespace(context.Background(), ns), &user.DefaultInfo{Name: name})
+}
+
+// allowAll lets every user see every change.
+type allowAll struct{}
+
+func (allowAll) MayGet(context.Context, user.Info, *change.Record) (bool, error) { return true, nil }
 
 func listPage(t *testing.T, r *REST, ctx context.Context, opts *metainternalversion.ListOptions) (*history.ResourceChangeList, error) {
 	t.Helper()
@@ -87,7 +97,7 @@ func TestContinueTokenRoundTrip(t *testing.T) {
 
 func TestPagingIsAnExactSnapshot(t *testing.T) {
 	x := newIndex(t, 95)
-	r := NewResourceChanges(x)
+	r := NewResourceChanges(x, allowAll{})
 	ctx := nsCtx("team-a")
 	seen := map[string]int{}
 	var snapshot string
@@ -150,7 +160,7 @@ func TestPagingIsAnExactSnapshot(t *testing.T) {
 
 func TestPagingErrors(t *testing.T) {
 	x := newIndex(t, 30)
-	r := NewResourceChanges(x)
+	r := NewResourceChanges(x, allowAll{})
 	ctx := nsCtx("team-a")
 	first, err := listPage(t, r, ctx, &metainternalversion.ListOptions{Limit: 10})
 	if err != nil || first.Continue == "" {
@@ -205,7 +215,7 @@ func TestListThroughSecondaryIndexes(t *testing.T) {
 	for seq := uint64(41); seq <= 60; seq++ {
 		add(t, x, seq, record(seq, "", "secrets", "team-b", fmt.Sprintf("cm-%d", seq%7)))
 	}
-	r := NewResourceChanges(x)
+	r := NewResourceChanges(x, allowAll{})
 	cases := []struct {
 		name, ns, field string
 		want            int
@@ -235,3 +245,5 @@ func TestListThroughSecondaryIndexes(t *testing.T) {
 		})
 	}
 }
+
+func indexOptions(ns string) index.ListOptions { return index.ListOptions{Namespace: ns} }

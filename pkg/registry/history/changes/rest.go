@@ -1,10 +1,12 @@
 // Package changes is the REST storage of resourcechanges (namespaced) and clusterresourcechanges
 // (cluster-scoped): read-only get, list and watch over the index, with a table for kubectl. Lists page
-// through exact snapshots (see paging.go).
+// through exact snapshots (paging.go); every item is shown only to a user who may get the changed
+// object (the RBAC mirror, pkg/registry/access).
 package changes
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -27,6 +29,7 @@ import (
 // REST serves one of the two change resources.
 type REST struct {
 	reader  registry.ChangeReader
+	access  registry.ChangeAccess
 	cluster bool
 
 	// watchBuffer and bookmarkInterval tune watches (tests shorten them).
@@ -45,14 +48,15 @@ var (
 	_ rest.CategoriesProvider   = &REST{}
 )
 
-// NewResourceChanges returns the storage of the namespaced resourcechanges.
-func NewResourceChanges(reader registry.ChangeReader) *REST {
-	return &REST{reader: reader, watchBuffer: defaultWatchBuffer, bookmarkInterval: defaultBookmarkInterval}
+// NewResourceChanges returns the storage of the namespaced resourcechanges; access decides which
+// changes each user sees.
+func NewResourceChanges(reader registry.ChangeReader, access registry.ChangeAccess) *REST {
+	return &REST{reader: reader, access: access, watchBuffer: defaultWatchBuffer, bookmarkInterval: defaultBookmarkInterval}
 }
 
 // NewClusterResourceChanges returns the storage of the cluster-scoped clusterresourcechanges.
-func NewClusterResourceChanges(reader registry.ChangeReader) *REST {
-	return &REST{reader: reader, cluster: true, watchBuffer: defaultWatchBuffer, bookmarkInterval: defaultBookmarkInterval}
+func NewClusterResourceChanges(reader registry.ChangeReader, access registry.ChangeAccess) *REST {
+	return &REST{reader: reader, access: access, cluster: true, watchBuffer: defaultWatchBuffer, bookmarkInterval: defaultBookmarkInterval}
 }
 
 // New implements rest.Storage.
@@ -106,6 +110,18 @@ func (r *REST) Get(ctx context.Context, name string, _ *metav1.GetOptions) (runt
 	if !found {
 		return nil, apierrors.NewNotFound(r.groupResource(), name)
 	}
+	u, ok := genericapirequest.UserFrom(ctx)
+	if !ok {
+		return nil, apierrors.NewInternalError(errNoUser)
+	}
+	allowed, err := r.access.MayGet(ctx, u, &e.Record)
+	if err != nil {
+		return nil, apierrors.NewInternalError(err)
+	}
+	if !allowed {
+		// The same answer as for a change that does not exist: a hidden change does not leak that it is.
+		return nil, apierrors.NewNotFound(r.groupResource(), name)
+	}
 	return r.toObject(&e)
 }
 
@@ -157,14 +173,23 @@ func (r *REST) List(ctx context.Context, options *metainternalversion.ListOption
 	return list, nil
 }
 
-// selection is what list and watch keep of the entries in scope: the request's label and field
-// selectors. It is nil when it keeps everything.
-func (r *REST) selection(_ context.Context, options *metainternalversion.ListOptions) (func(*index.Entry) (bool, error), error) {
-	m := matcher(options)
-	if m == nil {
-		return nil, nil
+var errNoUser = errors.New("no user in the request context")
+
+// selection is what list and watch keep of the entries in scope: those the request's label and field
+// selectors match and that the requesting user may see (the RBAC mirror), checked in that order so
+// that the authorizer is asked only about changes the request wants.
+func (r *REST) selection(ctx context.Context, options *metainternalversion.ListOptions) (func(*index.Entry) (bool, error), error) {
+	u, ok := genericapirequest.UserFrom(ctx)
+	if !ok {
+		return nil, apierrors.NewInternalError(errNoUser)
 	}
-	return func(e *index.Entry) (bool, error) { return m(e), nil }, nil
+	m := matcher(options)
+	return func(e *index.Entry) (bool, error) {
+		if m != nil && !m(e) {
+			return false, nil
+		}
+		return r.access.MayGet(ctx, u, &e.Record)
+	}, nil
 }
 
 func (r *REST) groupResource() schema.GroupResource {

@@ -59,7 +59,7 @@ func startWatch(t *testing.T, r *REST, opts *metainternalversion.ListOptions) wa
 
 func TestWatchResumesWithoutLossOrDuplicates(t *testing.T) {
 	x := newIndex(t, 10)
-	r := NewResourceChanges(x)
+	r := NewResourceChanges(x, allowAll{})
 	w := startWatch(t, r, &metainternalversion.ListOptions{ResourceVersion: "4"})
 	expectAdded(t, w, 5, 10)
 	for seq := uint64(11); seq <= 12; seq++ {
@@ -88,7 +88,7 @@ func TestWatchResumesWithoutLossOrDuplicates(t *testing.T) {
 func TestWatchInitialEvents(t *testing.T) {
 	x := newIndex(t, 10)
 	add(t, x, 11, record(11, "", "configmaps", "team-b", "elsewhere"))
-	r := NewResourceChanges(x)
+	r := NewResourceChanges(x, allowAll{})
 
 	// resourceVersion "" (or "0"): the current state as ADDED events, then live ones, no bookmark.
 	plain := startWatch(t, r, &metainternalversion.ListOptions{})
@@ -117,7 +117,7 @@ func TestWatchInitialEvents(t *testing.T) {
 
 func TestWatchSelectorsAndBookmarks(t *testing.T) {
 	x := newIndex(t, 20)
-	r := NewResourceChanges(x)
+	r := NewResourceChanges(x, allowAll{})
 	r.bookmarkInterval = 5 * time.Millisecond
 	w := startWatch(t, r, &metainternalversion.ListOptions{
 		ResourceVersion: "0", AllowWatchBookmarks: true, FieldSelector: fields.OneTermEqualSelector("object.name", "cm-3"),
@@ -157,7 +157,7 @@ func TestWatchTooOld(t *testing.T) {
 	if _, err := x.Compact(5); err != nil {
 		t.Fatal(err)
 	}
-	r := NewResourceChanges(x)
+	r := NewResourceChanges(x, allowAll{})
 	w := startWatch(t, r, &metainternalversion.ListOptions{ResourceVersion: "3"})
 	ev, ok := next(t, w)
 	if !ok || ev.Type != watch.Error {
@@ -178,7 +178,7 @@ func TestWatchTooOld(t *testing.T) {
 
 func TestSlowWatcherIsEndedNotWaitedFor(t *testing.T) {
 	x := newIndex(t, 0)
-	r := NewResourceChanges(x)
+	r := NewResourceChanges(x, allowAll{})
 	r.watchBuffer = 2
 	w := startWatch(t, r, &metainternalversion.ListOptions{SendInitialEvents: ptr.To(false), ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan})
 	// Nobody reads the watch: Add must still return for every change (a blocked Add would hang here).
