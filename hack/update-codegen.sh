@@ -37,5 +37,5 @@ if [ ! -x "$controller_gen" ]; then
     go install "sigs.k8s.io/controller-tools/cmd/controller-gen@$CONTROLLER_TOOLS_VERSION"
   mv "$CACHE/bin/.controller-gen-$CONTROLLER_TOOLS_VERSION/controller-gen" "$controller_gen"
 fi
-rm -rf artifacts/crds
+rm -f artifacts/crds/config.kubehistory.io_*.yaml
 "$controller_gen" crd:allowDangerousTypes=false paths=./apis/config/... output:crd:artifacts:config=artifacts/crds

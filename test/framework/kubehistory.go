@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -106,7 +107,7 @@ func (p *Plane) InstallKubehistory(ctx context.Context, o InstallOptions) (*Kube
 		return nil, err
 	}
 	vars := map[string]string{"KUBEHISTORY_PORT": fmt.Sprint(k.Port)}
-	for _, f := range []string{"namespace.yaml", "crds", "rbac", "local/service.yaml"} {
+	for _, f := range []string{"rbac", "crds", "local/service.yaml"} {
 		if err := p.ApplyArtifact(ctx, f, vars); err != nil {
 			return nil, err
 		}
@@ -169,6 +170,8 @@ func (p *Plane) ApplyArtifact(ctx context.Context, rel string, vars map[string]s
 		if files, err = filepath.Glob(filepath.Join(root, "*.yaml")); err != nil {
 			return err
 		}
+		// A folder's kustomization.yaml is for `kubectl apply -k`, not an object to apply.
+		files = slices.DeleteFunc(files, func(f string) bool { return filepath.Base(f) == "kustomization.yaml" })
 	} else {
 		files = []string{root}
 	}
