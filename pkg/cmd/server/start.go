@@ -89,7 +89,7 @@ func (o *Options) Flags() cliflag.NamedFlagSets {
 	logsapi.AddFlags(o.Logs, fss.FlagSet("logging"))
 
 	o.Ingest.AddFlags(fss.FlagSet(ingest.FlagSetName))
-	o.Queue.AddFlags(fss.FlagSet("jetstream"))
+	o.Queue.AddFlags(fss.FlagSet("NATS JetStream"))
 	fs := fss.FlagSet("kubehistory")
 	fs.StringVar(&o.ReplicaID, "replica-id", o.ReplicaID, "Name of this replica (default: the hostname): it names the replica's durable index consumer and shows in RepoStatus.writer.")
 	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "Directory for the history index (index.db), the embedded JetStream store and the Git caches.")

@@ -1,0 +1,59 @@
+package server
+
+import (
+	"context"
+	"os"
+	"regexp"
+	"sort"
+	"testing"
+
+	"github.com/spf13/pflag"
+)
+
+// Every flag the configuration reference names must exist in --help, and every kubehistory-specific
+// flag must be in the reference.
+func TestConfigurationReferenceMatchesFlags(t *testing.T) {
+	doc, err := os.ReadFile("../../../docs/configuration.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := NewCommand(context.Background())
+	documented := map[string]bool{}
+	for _, m := range regexp.MustCompile("`(--[a-z0-9-]+)").FindAllStringSubmatch(string(doc), -1) {
+		documented[m[1][2:]] = true
+	}
+	if len(documented) < 20 {
+		t.Fatalf("found only %d flags in docs/configuration.md", len(documented))
+	}
+	var missing []string
+	for name := range documented {
+		if cmd.Flags().Lookup(name) == nil {
+			missing = append(missing, name)
+		}
+	}
+	sort.Strings(missing)
+	if len(missing) > 0 {
+		t.Errorf("docs/configuration.md names flags that --help does not have: %v", missing)
+	}
+	o := NewOptions(nil, nil)
+	fss := o.Flags()
+	for _, section := range []string{"kubehistory", "audit webhook", "NATS JetStream", "reconciler"} {
+		fs, ok := fss.FlagSets[section]
+		if !ok {
+			continue
+		}
+		for _, name := range flagNames(fs) {
+			if !documented[name] {
+				t.Errorf("flag --%s (section %s) is not in docs/configuration.md", name, section)
+			}
+		}
+	}
+}
+
+func flagNames(fs interface {
+	VisitAll(func(*pflag.Flag))
+}) []string {
+	var names []string
+	fs.VisitAll(func(f *pflag.Flag) { names = append(names, f.Name) })
+	return names
+}
