@@ -33,5 +33,8 @@ demo: ## Run kubehistory for real on a local control plane and show the history
 demo-down: ## Stop what `make demo` started (and only that)
 	hack/demo.sh down
 
+fuzz: ## Every fuzz target for a bounded time (FUZZTIME, default 20s each)
+	hack/fuzz.sh
+
 clean:
 	rm -rf $(BIN)
