@@ -53,6 +53,97 @@ type Change struct {
 	// Sweep is set for a deletecollection whose response did not list the objects: the reconciler must
 	// sweep Object.Group/Resource in Object.Namespace.
 	Sweep bool `json:"sweep,omitempty"`
+	// OrphanCheck is set on a control message of the reconciler, not on a change of an object: after a
+	// full seed pass of the destination it lists every object the scope covers, so that the writer finds
+	// the files whose objects no longer exist or left the scope. Object and Verb are empty; Actor is the
+	// reconciler's identity, used for the orphan deletes it leads to.
+	OrphanCheck *OrphanCheck `json:"orphanCheck,omitempty"`
+}
+
+// OrphanCheck is one message of the orphan check that ends a reconcile pass. A large scope is split
+// into several messages (Chunks) so that each stays well below JetStream's maximum payload; the writer
+// acts once it has every chunk of a pass, and forgets a pass it saw only part of (the next pass redoes it).
+type OrphanCheck struct {
+	// Pass identifies the reconcile pass; all its chunks carry it.
+	Pass string `json:"pass"`
+	// Chunk is this message's index in [0, Chunks).
+	Chunk  int `json:"chunk"`
+	Chunks int `json:"chunks"`
+	// Expected are the paths, relative to the destination's path prefix (ObjectPath("", object)), of
+	// every object the scope covers.
+	Expected []string `json:"expected,omitempty"`
+	// Resources ("group/resource", "" for core) and Namespaces ("_cluster" for cluster-scoped objects) the
+	// pass listed, on chunk 0 only: an orphan inside them is ObjectGone, outside them OutOfScope.
+	Resources  []string `json:"resources,omitempty"`
+	Namespaces []string `json:"namespaces,omitempty"`
+	// GraceSeconds: a file counts as an orphan only once checks at least this far apart all found it
+	// so, since the audit event of a delete may still be on its way to the writer.
+	GraceSeconds int64 `json:"graceSeconds,omitempty"`
+}
+
+// ObjectPath is where an object's YAML lives in a destination's repository:
+// <prefix>/<namespace or _cluster>/<group or core>/<resource>/<name>.yaml. It is part of the contract
+// between the reconciler (which lists expected paths) and the writer (which owns the files).
+func ObjectPath(prefix string, obj historyv1alpha1.ChangedObject) string {
+	ns := obj.Namespace
+	if ns == "" {
+		ns = ClusterDir
+	}
+	group := obj.Group
+	if group == "" {
+		group = CoreGroupDir
+	}
+	parts := []string{pathSegment(ns), pathSegment(group), pathSegment(obj.Resource), pathSegment(obj.Name) + ".yaml"}
+	if prefix = strings.Trim(prefix, "/"); prefix != "" {
+		parts = append([]string{prefix}, parts...)
+	}
+	return strings.Join(parts, "/")
+}
+
+// Folder names of ObjectPath for cluster-scoped objects and the core group.
+const (
+	ClusterDir   = "_cluster"
+	CoreGroupDir = "core"
+)
+
+// ObjectFromPath is the inverse of ObjectPath("", obj) for namespace, group, resource and name; ok is
+// false for a path that ObjectPath cannot have made.
+func ObjectFromPath(rel string) (historyv1alpha1.ChangedObject, bool) {
+	parts := strings.Split(rel, "/")
+	if len(parts) != 4 || !strings.HasSuffix(parts[3], ".yaml") {
+		return historyv1alpha1.ChangedObject{}, false
+	}
+	var o historyv1alpha1.ChangedObject
+	if parts[0] != ClusterDir {
+		o.Namespace = unescapeSegment(parts[0])
+	}
+	if parts[1] != CoreGroupDir {
+		o.Group = unescapeSegment(parts[1])
+	}
+	o.Resource = unescapeSegment(parts[2])
+	o.Name = unescapeSegment(strings.TrimSuffix(parts[3], ".yaml"))
+	if o.Resource == "" || o.Name == "" {
+		return o, false
+	}
+	return o, true
+}
+
+// pathSegment keeps a name from escaping its folder: Kubernetes names cannot hold "/", but a change
+// message is outside input.
+func pathSegment(s string) string {
+	switch s {
+	case "", ".", "..":
+		return "_" + s + "_"
+	}
+	return strings.ReplaceAll(s, "/", "%2F")
+}
+
+func unescapeSegment(s string) string {
+	switch s {
+	case "__", "_._", "_.._":
+		return s[1 : len(s)-1]
+	}
+	return strings.ReplaceAll(s, "%2F", "/")
 }
 
 // Record is a committed change, as the index stores and the history API serves it.

@@ -74,6 +74,9 @@ type Config struct {
 	CommitWindow time.Duration
 	// SensitiveResources ("resource.group") are hashed like Secrets.
 	SensitiveResources []string
+	// OrphanPolicy is what an orphan check does with files whose objects no longer exist or left the
+	// scope: Prune deletes them, Report (the default) lists them in the RepoStatus.
+	OrphanPolicy configv1alpha1.OrphanPolicy
 	// DataDir is the root of the writers' data; this writer keeps its bare clone and state under
 	// DataDir/<namespace>/<name>.
 	DataDir string
@@ -110,6 +113,7 @@ func ConfigFromGitDestination(gd *configv1alpha1.GitDestination, secretData map[
 		CommitterEmail:     gd.Spec.CommitIdentity.CommitterEmail,
 		AuthorEmailPattern: gd.Spec.CommitIdentity.AuthorEmailPattern,
 		SensitiveResources: append([]string(nil), gd.Spec.SensitiveResources...),
+		OrphanPolicy:       gd.Spec.OrphanPolicy,
 	}
 	if gd.Spec.CommitWindow != nil {
 		cfg.CommitWindow = gd.Spec.CommitWindow.Duration
@@ -169,6 +173,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Identity == "" {
 		c.Identity, _ = os.Hostname()
+	}
+	if c.OrphanPolicy == "" {
+		c.OrphanPolicy = configv1alpha1.OrphanReport // the CRD default: never delete from Git unasked
 	}
 	c.PathPrefix = strings.Trim(c.PathPrefix, "/")
 }

@@ -22,7 +22,16 @@ const (
 	ReasonWaiting     = "WaitingForChanges"
 	ReasonWriteFailed = "WriteFailed"
 	ReasonStarting    = "Starting"
-	statusDescription = "kubehistory Git writer status, one key per GitDestination (<namespace>.<name>)"
+	// ConditionSynced says whether Git equals the cluster for the tracked scope after the last orphan
+	// check of the reconciler.
+	ConditionSynced     = "Synced"
+	ReasonInSync        = "InSync"
+	ReasonOrphansFound  = "OrphansFound"
+	ReasonOrphansPruned = "OrphansPruned"
+	// Reasons of RepoStatus.orphans entries.
+	OrphanReasonObjectGone = "ObjectGone"
+	OrphanReasonOutOfScope = "OutOfScope"
+	statusDescription      = "kubehistory Git writer status, one key per GitDestination (<namespace>.<name>)"
 )
 
 // StatusKey is the KV key of a destination's RepoStatus.

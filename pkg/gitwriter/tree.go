@@ -12,34 +12,13 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/storer"
 
 	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/change"
 )
 
 // ObjectPath is where an object's YAML lives in the repository:
-// <prefix>/<namespace or _cluster>/<group or core>/<resource>/<name>.yaml.
+// <prefix>/<namespace or _cluster>/<group or core>/<resource>/<name>.yaml (see change.ObjectPath).
 func ObjectPath(prefix string, obj historyv1alpha1.ChangedObject) string {
-	ns := obj.Namespace
-	if ns == "" {
-		ns = "_cluster"
-	}
-	group := obj.Group
-	if group == "" {
-		group = "core"
-	}
-	parts := []string{pathSegment(ns), pathSegment(group), pathSegment(obj.Resource), pathSegment(obj.Name) + ".yaml"}
-	if prefix = strings.Trim(prefix, "/"); prefix != "" {
-		parts = append([]string{prefix}, parts...)
-	}
-	return strings.Join(parts, "/")
-}
-
-// pathSegment keeps a name from escaping its folder: Kubernetes names cannot hold "/", but a change
-// message is outside input.
-func pathSegment(s string) string {
-	switch s {
-	case "", ".", "..":
-		return "_" + s + "_"
-	}
-	return strings.ReplaceAll(s, "/", "%2F")
+	return change.ObjectPath(prefix, obj)
 }
 
 // treeEdit is the new content of one path: a blob, or removal.

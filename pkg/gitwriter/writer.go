@@ -57,6 +57,9 @@ type Writer struct {
 	head   plumbing.Hash // the remote branch head as last seen or pushed
 	synced bool
 
+	checks      *checkPass           // the orphan check being gathered, chunk by chunk
+	orphanSince map[string]time.Time // when each current orphan was first seen, for the grace period
+
 	mu     sync.Mutex // guards status
 	status historyv1alpha1.RepoStatus
 }
@@ -206,6 +209,9 @@ type pending struct {
 	markers  []historyv1alpha1.ChangeMarker // added by the writer
 }
 
+// control is true for a reconciler's orphan check: it changes no object and makes no record itself.
+func (p *pending) control() bool { return p.ch.OrphanCheck != nil }
+
 func isDelete(v historyv1alpha1.ChangeVerb) bool {
 	return v == historyv1alpha1.VerbDelete || v == historyv1alpha1.VerbOrphanDelete
 }
@@ -239,7 +245,8 @@ func (w *Writer) collect(ctx context.Context) ([]*pending, error) {
 				continue
 			}
 			if ch.Sweep {
-				// A deletecollection without the list of objects: the reconciler's sweep records it.
+				// A deletecollection without the list of objects: the reconciler's next pass finds the
+				// files of the deleted objects as orphans (pruned or reported per the destination).
 				klog.InfoS("Leaving a collection sweep to the reconciler", "destination", w.ref(), "changeID", ch.ChangeID,
 					"group", ch.Object.Group, "resource", ch.Object.Resource, "namespace", ch.Object.Namespace)
 				_ = msg.Ack()
@@ -367,7 +374,7 @@ func (w *Writer) process(ctx context.Context, batch []*pending) error {
 	}
 	records := res.records
 	for _, p := range batch {
-		if _, fresh := res.ids[p.ch.ChangeID]; fresh {
+		if _, fresh := res.ids[p.ch.ChangeID]; fresh || p.control() || res.skipped[p.ch.ChangeID] {
 			continue
 		}
 		rec, err := w.committedRecord(p)
@@ -379,6 +386,14 @@ func (w *Writer) process(ctx context.Context, batch []*pending) error {
 	if err := w.publish(ctx, records); err != nil {
 		return err
 	}
+	// Orphan checks come after the changes published before them (the reconciler's seeds) are in Git.
+	for _, p := range batch {
+		if p.control() {
+			if err := w.orphanCheck(ctx, &p.ch); err != nil {
+				return err
+			}
+		}
+	}
 	for _, p := range batch {
 		_ = p.msg.Ack()
 		for _, d := range p.dups {
@@ -386,7 +401,8 @@ func (w *Writer) process(ctx context.Context, batch []*pending) error {
 		}
 	}
 	w.succeeded(ctx, records, len(res.ids), pushed)
-	klog.V(2).InfoS("Committed changes", "destination", w.ref(), "changes", len(batch), "new", len(res.ids), "head", w.head.String())
+	klog.V(2).InfoS("Committed changes", "destination", w.ref(), "changes", len(batch), "new", len(res.ids),
+		"unchanged", len(res.skipped), "head", w.head.String())
 	return nil
 }
 
@@ -394,7 +410,7 @@ func (w *Writer) process(ctx context.Context, batch []*pending) error {
 func (w *Writer) uncommitted(batch []*pending) []*pending {
 	out := make([]*pending, 0, len(batch))
 	for _, p := range batch {
-		if _, done := w.state.ids[p.ch.ChangeID]; !done {
+		if _, done := w.state.ids[p.ch.ChangeID]; !done && !p.control() {
 			out = append(out, p)
 		}
 	}
@@ -405,7 +421,7 @@ func (w *Writer) uncommitted(batch []*pending) []*pending {
 // one); the result is kept across retries so that a record's markers do not change between attempts.
 func (w *Writer) resolve(ctx context.Context, batch []*pending) error {
 	for _, p := range batch {
-		if p.resolved || isDelete(p.ch.Verb) {
+		if p.resolved || isDelete(p.ch.Verb) || p.control() {
 			p.resolved = true
 			continue
 		}
@@ -494,6 +510,9 @@ type buildResult struct {
 	records []change.Record
 	ids     map[string]idState
 	paths   map[string]pathState
+	// skipped are reconcile changes that found Git already equal to the cluster (or newer): they make
+	// neither a commit nor a record.
+	skipped map[string]bool
 }
 
 type actorGroup struct {
@@ -552,7 +571,7 @@ type fileState struct {
 // build writes the commits of a batch on top of base without touching any ref. It is pure with
 // respect to the writer's state, so a rejected push simply builds again on the new remote head.
 func (w *Writer) build(base plumbing.Hash, batch []*pending, now time.Time) (*buildResult, error) {
-	res := &buildResult{head: base, ids: map[string]idState{}, paths: map[string]pathState{}}
+	res := &buildResult{head: base, ids: map[string]idState{}, paths: map[string]pathState{}, skipped: map[string]bool{}}
 	if len(batch) == 0 {
 		return res, nil
 	}
@@ -586,6 +605,10 @@ func (w *Writer) build(base plumbing.Hash, batch []*pending, now time.Time) (*bu
 		v, ok := w.state.paths[p]
 		return v, ok
 	}
+	batch, err := w.classifySeeds(batch, read, current)
+	if err != nil {
+		return nil, err
+	}
 	committedAt := metav1.NewTime(now.Truncate(time.Second))
 	parent := base
 	for _, g := range groupByActor(batch) {
@@ -603,7 +626,12 @@ func (w *Writer) build(base plumbing.Hash, batch []*pending, now time.Time) (*bu
 			del := isDelete(p.ch.Verb)
 			next := old
 			cur, known := current(path)
-			if (del || p.yaml != nil) && applies(cur, known, p.rv(), del) {
+			apply := (del || p.yaml != nil) && applies(cur, known, p.rv(), del)
+			if p.ch.Source == historyv1alpha1.SourceReconcile && !reconcileChanges(apply, del, old, p.yaml) {
+				res.skipped[p.ch.ChangeID] = true
+				continue
+			}
+			if apply {
 				if del {
 					next = fileState{}
 					if old.exists {
@@ -632,6 +660,9 @@ func (w *Writer) build(base plumbing.Hash, batch []*pending, now time.Time) (*bu
 				latest = t
 			}
 		}
+		if len(res.records) == first {
+			continue // only reconcile changes that found Git equal to the cluster: no (empty) commit
+		}
 		newTree := tree
 		if len(edits) > 0 || tree.IsZero() {
 			var err error
@@ -651,7 +682,7 @@ func (w *Writer) build(base plumbing.Hash, batch []*pending, now time.Time) (*bu
 		commit := &object.Commit{
 			Author:    object.Signature{Name: authorName(g.actor), Email: w.authorEmail(g.actor.Username), When: latest},
 			Committer: object.Signature{Name: w.cfg.CommitterName, Email: w.cfg.CommitterEmail, When: now},
-			Message:   commitMessage(g, versions),
+			Message:   commitMessage(recorded(g, res.skipped), versions),
 			TreeHash:  newTree,
 		}
 		if !parent.IsZero() {
@@ -669,6 +700,18 @@ func (w *Writer) build(base plumbing.Hash, batch []*pending, now time.Time) (*bu
 	}
 	res.head, res.objects = parent, ow.written
 	return res, nil
+}
+
+// recorded is the group without the reconcile changes that found nothing to change: their IDs must not
+// reach the trailers, which say what Git holds.
+func recorded(g *actorGroup, skipped map[string]bool) *actorGroup {
+	out := &actorGroup{actor: g.actor, changes: make([]*pending, 0, len(g.changes))}
+	for _, p := range g.changes {
+		if !skipped[p.ch.ChangeID] {
+			out.changes = append(out.changes, p)
+		}
+	}
+	return out
 }
 
 func (w *Writer) gitLink(path, commit string, at metav1.Time) historyv1alpha1.GitLink {
@@ -787,6 +830,9 @@ func (w *Writer) committedRecord(p *pending) (change.Record, error) {
 	if t, err := parseTrailers(c.Message); err == nil {
 		for _, m := range t.markers[p.ch.ChangeID] {
 			rec.Markers = append(rec.Markers, historyv1alpha1.ChangeMarker(m))
+			if historyv1alpha1.ChangeMarker(m) == historyv1alpha1.MarkerGap {
+				rec.Actor = historyv1alpha1.Actor{} // as when first committed: who made the missed changes is unknown
+			}
 		}
 	}
 	parentTree := plumbing.ZeroHash

@@ -1,0 +1,240 @@
+package gitwriter
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
+	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/change"
+)
+
+const reconcilerUser = "system:serviceaccount:kubehistory-system:kubehistory-apiserver"
+
+// mkSeed builds a seed as the reconciler publishes it.
+func mkSeed(resource, ns, name, rv string, body map[string]interface{}) change.Change {
+	c := mkChange(reconcilerUser, "seed", resource, ns, name, rv, body)
+	c.Source = historyv1alpha1.SourceReconcile
+	c.AuditID = ""
+	c.Actor = historyv1alpha1.Actor{Username: reconcilerUser}
+	c.Object.UID = "uid-" + name
+	c.ChangeID = change.ID(dest, "seed/uid-"+name+"/"+rv, c.Object)
+	return c
+}
+
+// mkCheck builds the chunks of one orphan check.
+func mkCheck(pass string, grace int64, resources, namespaces []string, chunks ...[]string) []change.Change {
+	var out []change.Change
+	for i, paths := range chunks {
+		c := change.Change{
+			Change: historyv1alpha1.Change{
+				Source: historyv1alpha1.SourceReconcile, Actor: historyv1alpha1.Actor{Username: reconcilerUser},
+				ChangeID:   fmt.Sprintf("check-%s-%d", pass, i),
+				ChangeTime: metav1.NewMicroTime(changeClock.Add(time.Hour)),
+			},
+			Destination: dest,
+			OrphanCheck: &change.OrphanCheck{Pass: pass, Chunk: i, Chunks: len(chunks), Expected: paths, GraceSeconds: grace},
+		}
+		if i == 0 {
+			c.OrphanCheck.Resources, c.OrphanCheck.Namespaces = resources, namespaces
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func data(kv ...string) map[string]interface{} {
+	d := map[string]interface{}{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		d[kv[i]] = kv[i+1]
+	}
+	return map[string]interface{}{"data": d}
+}
+
+func repoStatus(t *testing.T, w *Writer) historyv1alpha1.RepoStatus {
+	t.Helper()
+	kv, err := StatusBucketKV(context.Background(), w.js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := ReadRepoStatus(context.Background(), kv, dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// TestSeedsCommitOnlyWhereGitDiffers: a seed equal to Git makes nothing; a seed of a file Git lacks is
+// a plain seed by the reconciler; a seed that finds Git behind (a lost audit batch) is a Gap with an
+// unknown actor; a second pass with the same seeds changes nothing, neither commits nor records.
+func TestSeedsCommitOnlyWhereGitDiffers(t *testing.T) {
+	js := startJetStream(t)
+	remote := bareRepo(t)
+	r := startWriter(t, testConfig(t, "file://"+remote), js, nil)
+
+	web := mkChange("alice", "create", "configmaps", "team-a", "web", "100", data("color", "blue"))
+	db := mkChange("alice", "create", "configmaps", "team-a", "db", "101", data("size", "1"))
+	publish(t, js, "", web, db)
+	waitRecords(t, js, 2)
+	waitAcked(t, js)
+
+	seeds := []change.Change{
+		mkSeed("configmaps", "team-a", "web", "100", data("color", "blue")), // equal to Git
+		mkSeed("configmaps", "team-a", "api", "90", data("port", "80")),     // Git lacks it
+		mkSeed("configmaps", "team-a", "db", "130", data("size", "2")),      // Git is behind
+		mkSeed("configmaps", "team-a", "web", "99", data("color", "old")),   // older than Git
+	}
+	publish(t, js, "", seeds...)
+	recs := waitRecords(t, js, 4)
+	waitAcked(t, js)
+	time.Sleep(500 * time.Millisecond) // a wrong extra record would show up now
+	if recs = records(t, js); len(recs) != 4 {
+		t.Fatalf("%d records, want 4 (2 audit, 1 seed, 1 gap)", len(recs))
+	}
+	byID := recordByID(recs)
+	if _, ok := byID[seeds[0].ChangeID]; ok {
+		t.Error("a seed equal to Git was recorded")
+	}
+	if _, ok := byID[seeds[3].ChangeID]; ok {
+		t.Error("a seed older than Git was recorded")
+	}
+	api := byID[seeds[1].ChangeID]
+	if api.Verb != historyv1alpha1.VerbSeed || api.Source != historyv1alpha1.SourceReconcile || api.Actor.Username != reconcilerUser || len(api.Markers) != 0 {
+		t.Errorf("new-file seed: verb %s source %s actor %q markers %v", api.Verb, api.Source, api.Actor.Username, api.Markers)
+	}
+	gap := byID[seeds[2].ChangeID]
+	if gap.Verb != historyv1alpha1.VerbSeed || gap.Actor.Username != "" || len(gap.Markers) != 1 || gap.Markers[0] != historyv1alpha1.MarkerGap {
+		t.Errorf("gap seed: verb %s actor %q markers %v", gap.Verb, gap.Actor.Username, gap.Markers)
+	}
+	if !strings.Contains(gap.Diff, `-  size: "1"`) || !strings.Contains(gap.Diff, `+  size: "2"`) {
+		t.Errorf("gap diff:\n%s", gap.Diff)
+	}
+
+	co := checkout(t, remote)
+	log := gitCLI(t, co, "log", "--reverse", "--format=%an|%s")
+	want := "alice|alice: create configmaps team-a/web, create configmaps team-a/db\n" +
+		reconcilerUser + "|" + reconcilerUser + ": seed configmaps team-a/api\n" +
+		"unknown|unknown: seed configmaps team-a/db"
+	if log != want {
+		t.Fatalf("log:\n%s\nwant:\n%s", log, want)
+	}
+	if !strings.Contains(gitCLI(t, co, "log", "-1", "--format=%B"), TrailerMarker+": "+gap.ChangeID+" Gap") {
+		t.Error("no Gap marker trailer")
+	}
+	head := gitCLI(t, co, "rev-parse", "HEAD")
+
+	// The next pass (past JetStream's duplicate window: other message IDs) finds Git equal.
+	r.stop(t)
+	r = startWriter(t, testConfig(t, "file://"+remote), js, nil)
+	again := []change.Change{
+		mkSeed("configmaps", "team-a", "web", "100", data("color", "blue")),
+		mkSeed("configmaps", "team-a", "api", "90", data("port", "80")),
+		mkSeed("configmaps", "team-a", "db", "130", data("size", "2")),
+	}
+	publish(t, js, "pass-2-", again...)
+	waitAcked(t, js)
+	r.stop(t)
+	gitCLI(t, co, "fetch", "-q")
+	if h := gitCLI(t, co, "rev-parse", "origin/main"); h != head {
+		t.Fatalf("a second pass moved the head:\n%s", gitCLI(t, co, "log", "--format=%an|%s", head+"..origin/main"))
+	}
+	// Committed seeds are re-published with their change IDs (the index keeps them once); nothing new.
+	if ids := recordByID(records(t, js)); len(ids) != 4 {
+		t.Fatalf("%d distinct records after the second pass, want 4", len(ids))
+	}
+}
+
+// TestOrphanCheck: files whose objects the scope does not cover are reported (Report) or deleted in one
+// reconcile commit with an orphan-delete record each (Prune); a check in several chunks counts only
+// when complete.
+func TestOrphanCheck(t *testing.T) {
+	js := startJetStream(t)
+	remote := bareRepo(t)
+	cfg := testConfig(t, "file://"+remote)
+	r := startWriter(t, cfg, js, nil)
+	publish(t, js, "",
+		mkChange("alice", "create", "configmaps", "team-a", "web", "10", data("a", "1")),
+		mkChange("alice", "create", "configmaps", "team-a", "gone", "11", data("a", "2")),
+		mkChange("alice", "create", "configmaps", "team-b", "other", "12", data("a", "3")),
+		mkChange("alice", "create", "namespaces", "", "team-a", "13", map[string]interface{}{}),
+	)
+	waitRecords(t, js, 4)
+	waitAcked(t, js)
+	co := checkout(t, remote)
+	head := gitCLI(t, co, "rev-parse", "HEAD")
+
+	resources, namespaces := []string{"/configmaps"}, []string{"team-a"}
+	// An incomplete pass (chunk 1 of 2 never comes) decides nothing.
+	publish(t, js, "", mkCheck("p0", 0, resources, namespaces, []string{"team-a/core/configmaps/web.yaml"}, nil)[0])
+	waitAcked(t, js)
+	if st := repoStatus(t, r.w); len(st.Orphans) != 0 || meta.FindStatusCondition(st.Conditions, ConditionSynced) != nil {
+		t.Fatalf("an incomplete check acted: %+v", st)
+	}
+
+	// Report: listed, Git untouched.
+	publish(t, js, "", mkCheck("p1", 0, resources, namespaces, []string{"team-a/core/configmaps/web.yaml"}, []string{"unrelated/x.txt"})...)
+	waitAcked(t, js)
+	var st historyv1alpha1.RepoStatus
+	eventually(t, "orphans reported", func() bool { st = repoStatus(t, r.w); return len(st.Orphans) == 3 })
+	want := map[string]string{
+		"clusters/dev/team-a/core/configmaps/gone.yaml":     OrphanReasonObjectGone,
+		"clusters/dev/team-b/core/configmaps/other.yaml":    OrphanReasonOutOfScope,
+		"clusters/dev/_cluster/core/namespaces/team-a.yaml": OrphanReasonOutOfScope,
+	}
+	for _, o := range st.Orphans {
+		if want[o.Path] != o.Reason {
+			t.Errorf("orphan %s reason %s, want %q", o.Path, o.Reason, want[o.Path])
+		}
+	}
+	if c := meta.FindStatusCondition(st.Conditions, ConditionSynced); c == nil || c.Status != metav1.ConditionFalse || c.Reason != ReasonOrphansFound {
+		t.Errorf("Synced condition %+v", c)
+	}
+	gitCLI(t, co, "fetch", "-q")
+	if h := gitCLI(t, co, "rev-parse", "origin/main"); h != head {
+		t.Fatal("Report changed Git")
+	}
+	before := len(records(t, js))
+
+	// Prune: one commit by the reconciler, one record per file.
+	r.stop(t)
+	cfg.OrphanPolicy = configv1alpha1.OrphanPrune
+	r = startWriter(t, cfg, js, nil)
+	publish(t, js, "", mkCheck("p2", 0, resources, namespaces, []string{"team-a/core/configmaps/web.yaml"})...)
+	recs := waitRecords(t, js, before+3)
+	waitAcked(t, js)
+	for _, rec := range recs[before:] {
+		if rec.Verb != historyv1alpha1.VerbOrphanDelete || rec.Source != historyv1alpha1.SourceReconcile || rec.Actor.Username != reconcilerUser {
+			t.Errorf("orphan record %+v", rec.Change)
+		}
+		if rec.Object.Version != "v1" || rec.Object.Kind == "" || !strings.Contains(rec.Diff, "+++ /dev/null") {
+			t.Errorf("orphan record object %+v diff:\n%s", rec.Object, rec.Diff)
+		}
+	}
+	gitCLI(t, co, "fetch", "-q")
+	if log := gitCLI(t, co, "log", "--format=%an|%s", head+"..origin/main"); strings.Count(log, "\n") != 0 || !strings.HasPrefix(log, reconcilerUser+"|") {
+		t.Fatalf("prune commits:\n%s", log)
+	}
+	if files := gitCLI(t, co, "ls-tree", "-r", "--name-only", "origin/main"); files != "clusters/dev/team-a/core/configmaps/web.yaml" {
+		t.Fatalf("files after prune:\n%s", files)
+	}
+	eventually(t, "synced after prune", func() bool {
+		st = repoStatus(t, r.w)
+		c := meta.FindStatusCondition(st.Conditions, ConditionSynced)
+		return c != nil && c.Status == metav1.ConditionTrue && len(st.Orphans) == 0
+	})
+
+	// A grace period: an orphan is acted upon only when checks that far apart all found it.
+	publish(t, js, "", mkChange("alice", "create", "configmaps", "team-a", "late", "20", data("a", "4")))
+	waitRecords(t, js, before+4)
+	publish(t, js, "", mkCheck("p3", 3600, resources, namespaces, []string{"team-a/core/configmaps/web.yaml"})...)
+	waitAcked(t, js)
+	if n := len(records(t, js)); n != before+4 {
+		t.Fatalf("an orphan inside its grace period was pruned (%d records)", n)
+	}
+}
