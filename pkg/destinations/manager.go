@@ -1,6 +1,9 @@
 // Package destinations runs one Git writer per GitDestination: it follows GitDestinations (and the
 // Secrets they reference) through an informer and starts, restarts or stops writers so that each runs
-// with the current spec and credentials. It sets the GitDestination's Ready condition from what it
+// with the current spec and credentials. Every replica campaigns for a per-destination Lease; only its
+// holder runs the writer, so there is one active writer per destination across replicas. A stale writer
+// (paused past its lease) cannot double anything: its push is a compare-and-swap of the branch, and
+// after the fetch that follows a refused push it skips every change ID already in Git. It sets the GitDestination's Ready condition from what it
 // could do (credentials missing, invalid spec); the writer's progress is in the RepoStatus.
 package destinations
 
@@ -20,6 +23,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/klog/v2"
 
 	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
@@ -36,6 +41,9 @@ type Options struct {
 	Identity string
 	// Resync is how often every destination is re-read (Secret changes are noticed then).
 	Resync time.Duration
+	// LeaseDuration of the per-destination writer lease: how long a dead replica's destinations wait
+	// before another replica takes them over.
+	LeaseDuration time.Duration
 }
 
 // Manager starts and stops writers.
@@ -63,6 +71,9 @@ func New(opts Options, lister configlisters.GitDestinationLister, kube kubernete
 	js jetstream.JetStream, fetcher gitwriter.ObjectFetcher) *Manager {
 	if opts.Resync == 0 {
 		opts.Resync = 15 * time.Second
+	}
+	if opts.LeaseDuration == 0 {
+		opts.LeaseDuration = 15 * time.Second
 	}
 	return &Manager{opts: opts, lister: lister, kube: kube, client: client, js: js, fetcher: fetcher,
 		running: map[string]*running{}, wake: make(chan struct{}, 1)}
@@ -177,29 +188,57 @@ func configHash(cfg gitwriter.Config) string {
 	return hex.EncodeToString(h[:])
 }
 
-// start runs the writer of a destination whose config ConfigFromGitDestination validated.
+// start campaigns for the destination's writer lease and runs its writer while it holds it.
 func (m *Manager) start(ctx context.Context, key, hash string, cfg gitwriter.Config) {
 	wctx, cancel := context.WithCancel(ctx)
 	r := &running{hash: hash, cancel: cancel, done: make(chan struct{})}
 	m.mu.Lock()
 	m.running[key] = r
 	m.mu.Unlock()
-	klog.InfoS("Starting Git writer", "destination", key, "url", gitwriter.RedactedURL(cfg.URL), "branch", cfg.Branch)
 	go func() {
 		defer close(r.done)
-		// Run retries push failures itself; it returns on ctx end or on a fatal error, after which
-		// the next sync starts it again.
-		wait.UntilWithContext(wctx, func(ctx context.Context) {
-			w, err := gitwriter.New(cfg, m.js, m.fetcher)
-			if err == nil {
-				err = w.Run(ctx)
-			}
-			if err != nil && ctx.Err() == nil {
-				klog.ErrorS(err, "Git writer stopped", "destination", key)
-			}
-		}, 5*time.Second)
+		lock := &resourcelock.LeaseLock{
+			LeaseMeta:  metav1.ObjectMeta{Namespace: cfg.Destination.Namespace, Name: LeaseName(cfg.Destination.Name)},
+			Client:     m.kube.CoordinationV1(),
+			LockConfig: resourcelock.ResourceLockConfig{Identity: m.opts.Identity},
+		}
+		for wctx.Err() == nil {
+			// RunOrDie returns when the lease is lost or wctx ends; campaign again until wctx ends.
+			leaderelection.RunOrDie(wctx, leaderelection.LeaderElectionConfig{
+				Lock:            lock,
+				Name:            key,
+				LeaseDuration:   m.opts.LeaseDuration,
+				RenewDeadline:   m.opts.LeaseDuration * 2 / 3,
+				RetryPeriod:     m.opts.LeaseDuration / 6,
+				ReleaseOnCancel: true,
+				Callbacks: leaderelection.LeaderCallbacks{
+					OnStartedLeading: func(ctx context.Context) { m.runWriter(ctx, key, cfg) },
+					OnStoppedLeading: func() { klog.InfoS("Git writer lease released or lost", "destination", key) },
+				},
+			})
+		}
 	}()
 }
+
+// runWriter runs the destination's writer until ctx ends (the lease is lost or the destination changed).
+func (m *Manager) runWriter(ctx context.Context, key string, cfg gitwriter.Config) {
+	klog.InfoS("Starting Git writer", "destination", key, "url", gitwriter.RedactedURL(cfg.URL), "branch", cfg.Branch, "replica", m.opts.Identity)
+	// Run retries push failures itself; it returns on ctx end or on a fatal error, after which it is
+	// started again.
+	wait.UntilWithContext(ctx, func(ctx context.Context) {
+		w, err := gitwriter.New(cfg, m.js, m.fetcher)
+		if err == nil {
+			err = w.Run(ctx)
+		}
+		if err != nil && ctx.Err() == nil {
+			klog.ErrorS(err, "Git writer stopped", "destination", key)
+		}
+	}, 5*time.Second)
+}
+
+// LeaseName is the coordination.k8s.io Lease, in the destination's namespace, that the replica running
+// the destination's writer holds.
+func LeaseName(destination string) string { return "kubehistory-writer-" + destination }
 
 func (m *Manager) stop(key string) {
 	m.mu.Lock()
