@@ -46,6 +46,8 @@ type window struct {
 	// answer to be exact: the last entry served for a continued list, the snapshot for an exact read.
 	keep    uint64
 	checked bool
+	// notOlderThan is the resourceVersion the answer may not be older than (0: any).
+	notOlderThan uint64
 }
 
 // listWindow turns the request's paging and resourceVersion into index options.
@@ -64,7 +66,8 @@ func listWindow(options *metainternalversion.ListOptions) (window, error) {
 		return w, err
 	}
 	// resourceVersionMatch=Exact reads a past snapshot, which append-only records make exact for free.
-	// Any other resourceVersion ("", "0", NotOlderThan) reads the latest state, which is never older.
+	// Any other resourceVersion ("", "0", NotOlderThan) reads the latest state, which is never older
+	// unless this replica's index is behind the resourceVersion asked for.
 	if options.ResourceVersionMatch == metav1.ResourceVersionMatchExact {
 		rv, err := strconv.ParseUint(options.ResourceVersion, 10, 64)
 		if err != nil || rv == 0 {
@@ -72,6 +75,13 @@ func listWindow(options *metainternalversion.ListOptions) (window, error) {
 		}
 		w.opts.MaxSeq = rv
 		w.keep, w.checked = rv, true
+		return w, nil
+	}
+	if rv := options.ResourceVersion; rv != "" && rv != "0" {
+		var err error
+		if w.notOlderThan, err = strconv.ParseUint(rv, 10, 64); err != nil {
+			return w, apierrors.NewBadRequest(fmt.Sprintf("invalid resourceVersion %q: history resourceVersions are index sequences", rv))
+		}
 	}
 	return w, nil
 }
@@ -80,6 +90,9 @@ func listWindow(options *metainternalversion.ListOptions) (window, error) {
 // (410: the client starts the list again) or one this replica has not reached yet (504 with a retry
 // hint, what the apiserver answers for a resourceVersion from the future; replicas share sequences).
 func (w window) check(res index.ListResult) error {
+	if w.notOlderThan > res.Head {
+		return storage.NewTooLargeResourceVersionError(w.notOlderThan, res.Head, 1)
+	}
 	if !w.checked {
 		return nil
 	}

@@ -206,6 +206,16 @@ func TestPagingErrors(t *testing.T) {
 	if _, err := r.List(ctx, &metainternalversion.ListOptions{ResourceVersion: "10", ResourceVersionMatch: metav1.ResourceVersionMatchExact}); !apierrors.IsResourceExpired(err) {
 		t.Errorf("exact snapshot below the retention: want 410, got %v", err)
 	}
+	// Not older than a resourceVersion: the latest state, unless this index has not reached it.
+	if list, err := listPage(t, r, ctx, &metainternalversion.ListOptions{ResourceVersion: "12"}); err != nil || list.ResourceVersion != "30" {
+		t.Errorf("list not older than 12: %v %v", list, err)
+	}
+	if _, err := r.List(ctx, &metainternalversion.ListOptions{ResourceVersion: "31", ResourceVersionMatch: metav1.ResourceVersionMatchNotOlderThan}); !storage.IsTooLargeResourceVersion(err) {
+		t.Errorf("list not older than 31 from an index at 30: want too large, got %v", err)
+	}
+	if _, err := r.List(ctx, &metainternalversion.ListOptions{ResourceVersion: "x"}); !apierrors.IsBadRequest(err) {
+		t.Errorf("resourceVersion x: want 400, got %v", err)
+	}
 }
 
 // TestListThroughSecondaryIndexes lists through the REST layer with the selectors that pick an index,
