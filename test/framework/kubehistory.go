@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -55,10 +56,28 @@ func BuildKubehistory(dir string, log io.Writer) (string, error) {
 type Kubehistory struct {
 	Plane    *Plane
 	Dir      string
-	Port     int
 	CA       *CA
 	Identity string // kubeconfig of kubehistory's own identity
-	Cmd      *exec.Cmd
+	// Port and Cmd are those of the first replica, which the APIService points at.
+	Port int
+	Cmd  *exec.Cmd
+	// Replicas are every kubehistory-apiserver process started, the first one included.
+	Replicas []*Replica
+
+	binary  string
+	serving CertPair
+	detach  bool
+	extra   []string
+}
+
+// Replica is one kubehistory-apiserver process.
+type Replica struct {
+	Name      string
+	Port      int
+	AuditPort int
+	DataDir   string
+	Cmd       *exec.Cmd
+	args      []string
 }
 
 // InstallOptions tune InstallKubehistory.
@@ -69,6 +88,9 @@ type InstallOptions struct {
 	ExtraArgs []string
 	// Detach lets the process outlive the caller (the demo).
 	Detach bool
+	// AuditPort is the first replica's audit webhook port; 0 takes the plane's (where kube-apiserver
+	// sends). Tests with several replicas put a Proxy on the plane's port instead.
+	AuditPort int
 }
 
 // ServiceAccountUser is the username kubehistory authenticates as; the RBAC in artifacts/ names the
@@ -119,30 +141,16 @@ func (p *Plane) InstallKubehistory(ctx context.Context, o InstallOptions) (*Kube
 	}); err != nil {
 		return nil, err
 	}
-	args := []string{
-		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", k.Port),
-		"--tls-cert-file=" + serving.CertFile, "--tls-private-key-file=" + serving.KeyFile,
-		"--kubeconfig=" + k.Identity,
-		"--authentication-kubeconfig=" + k.Identity,
-		"--authorization-kubeconfig=" + k.Identity,
-		"--data-dir=" + filepath.Join(k.Dir, "data"),
-		"--replica-id=replica-0",
-		fmt.Sprintf("--audit-port=%d", p.AuditPort),
-		"--audit-tls-cert-file=" + p.AuditServing.CertFile, "--audit-tls-private-key-file=" + p.AuditServing.KeyFile,
-		"--audit-client-ca-file=" + p.AuditCA.CertFile,
-		"--audit-allowed-names=" + p.AuditClientName,
+	k.binary, k.serving, k.detach, k.extra = o.Binary, serving, o.Detach, o.ExtraArgs
+	auditPort := o.AuditPort
+	if auditPort == 0 {
+		auditPort = p.AuditPort
 	}
-	args = append(args, o.ExtraArgs...)
-	if k.Cmd, err = p.start("kubehistory-apiserver", o.Detach, append([]string{o.Binary}, args...)...); err != nil {
+	first, err := k.startReplica(ctx, "replica-0", k.Port, auditPort)
+	if err != nil {
 		return nil, err
 	}
-	if err := WaitFor(ctx, 60*time.Second, func() error {
-		_, err := KubectlRun(ctx, p.AdminKubeconfig, "", "get", "--raw", "/readyz", "--server", fmt.Sprintf("https://127.0.0.1:%d", k.Port),
-			"--certificate-authority", k.CA.CertFile)
-		return err
-	}); err != nil {
-		return nil, fmt.Errorf("kubehistory-apiserver not ready (log %s): %w", filepath.Join(p.Dir, "kubehistory-apiserver.log"), err)
-	}
+	k.Cmd = first.Cmd
 	caPEM, err := os.ReadFile(k.CA.CertFile)
 	if err != nil {
 		return nil, err
@@ -158,6 +166,77 @@ func (p *Plane) InstallKubehistory(ctx context.Context, o InstallOptions) (*Kube
 		return nil, err
 	}
 	return k, nil
+}
+
+// StartReplica starts one more kubehistory-apiserver with its own ports and data directory, sharing the
+// serving certificate and identity, and waits for its /readyz.
+func (k *Kubehistory) StartReplica(ctx context.Context, name string) (*Replica, error) {
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	auditPort, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	return k.startReplica(ctx, name, port, auditPort)
+}
+
+func (k *Kubehistory) startReplica(ctx context.Context, name string, port, auditPort int) (*Replica, error) {
+	p := k.Plane
+	r := &Replica{Name: name, Port: port, AuditPort: auditPort, DataDir: filepath.Join(k.Dir, "data-"+name)}
+	if name == "replica-0" {
+		r.DataDir = filepath.Join(k.Dir, "data")
+	}
+	r.args = append([]string{
+		k.binary,
+		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", port),
+		"--tls-cert-file=" + k.serving.CertFile, "--tls-private-key-file=" + k.serving.KeyFile,
+		"--kubeconfig=" + k.Identity,
+		"--authentication-kubeconfig=" + k.Identity,
+		"--authorization-kubeconfig=" + k.Identity,
+		"--data-dir=" + r.DataDir,
+		"--replica-id=" + name,
+		fmt.Sprintf("--audit-port=%d", auditPort),
+		"--audit-tls-cert-file=" + p.AuditServing.CertFile, "--audit-tls-private-key-file=" + p.AuditServing.KeyFile,
+		"--audit-client-ca-file=" + p.AuditCA.CertFile,
+		"--audit-allowed-names=" + p.AuditClientName,
+	}, k.extra...)
+	k.Replicas = append(k.Replicas, r)
+	return r, k.Restart(ctx, r)
+}
+
+// Restart starts a replica's process (again, after Kill) with the same command line and waits for its
+// /readyz.
+func (k *Kubehistory) Restart(ctx context.Context, r *Replica) error {
+	logName := "kubehistory-apiserver"
+	if r.Name != "replica-0" {
+		logName += "-" + r.Name
+	}
+	var err error
+	if r.Cmd, err = k.Plane.start(logName, k.detach, r.args...); err != nil {
+		return err
+	}
+	if err := WaitFor(ctx, 60*time.Second, func() error {
+		_, err := KubectlRun(ctx, k.Plane.AdminKubeconfig, "", "get", "--raw", "/readyz", "--server", fmt.Sprintf("https://127.0.0.1:%d", r.Port),
+			"--certificate-authority", k.CA.CertFile)
+		return err
+	}); err != nil {
+		return fmt.Errorf("%s not ready (log %s): %w", r.Name, filepath.Join(k.Plane.Dir, logName+".log"), err)
+	}
+	return nil
+}
+
+// Kill ends a replica with SIGKILL, as a crash would.
+func (k *Kubehistory) Kill(r *Replica) {
+	if r.Cmd != nil && r.Cmd.Process != nil {
+		pid := r.Cmd.Process.Pid
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		// The process is reaped by the goroutine that started it; wait until it is gone.
+		for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 }
 
 // ApplyArtifact applies a file or folder under artifacts/, replacing ${VAR} with vars.
