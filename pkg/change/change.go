@@ -72,8 +72,12 @@ type OrphanCheck struct {
 	// Expected are the paths, relative to the destination's path prefix (ObjectPath("", object)), of
 	// every object the scope covers.
 	Expected []string `json:"expected,omitempty"`
+	// Excluded are the paths of objects the pass listed but the rules' selectors leave out: their files
+	// are orphans that left the scope (OutOfScope), not objects that are gone.
+	Excluded []string `json:"excluded,omitempty"`
 	// Resources ("group/resource", "" for core) and Namespaces ("_cluster" for cluster-scoped objects) the
-	// pass listed, on chunk 0 only: an orphan inside them is ObjectGone, outside them OutOfScope.
+	// pass listed, on chunk 0 only: an orphan inside them (and not Excluded) is ObjectGone, outside them
+	// OutOfScope.
 	Resources  []string `json:"resources,omitempty"`
 	Namespaces []string `json:"namespaces,omitempty"`
 	// GraceSeconds: a file counts as an orphan only once checks at least this far apart all found it

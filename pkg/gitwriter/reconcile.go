@@ -78,6 +78,7 @@ type checkPass struct {
 	chunks     int
 	seen       map[int]bool
 	expected   map[string]bool
+	excluded   map[string]bool
 	resources  map[string]bool
 	namespaces map[string]bool
 	grace      time.Duration
@@ -95,12 +96,15 @@ func (w *Writer) orphanCheck(ctx context.Context, ch *change.Change) error {
 				"chunks", len(w.checks.seen), "of", w.checks.chunks)
 		}
 		w.checks = &checkPass{pass: oc.Pass, chunks: oc.Chunks, seen: map[int]bool{}, expected: map[string]bool{},
-			resources: map[string]bool{}, namespaces: map[string]bool{}}
+			excluded: map[string]bool{}, resources: map[string]bool{}, namespaces: map[string]bool{}}
 	}
 	c := w.checks
 	c.seen[oc.Chunk] = true
 	for _, p := range oc.Expected {
 		c.expected[p] = true
+	}
+	for _, p := range oc.Excluded {
+		c.excluded[p] = true
 	}
 	if oc.Chunk == 0 {
 		for _, r := range oc.Resources {
@@ -164,7 +168,7 @@ func (w *Writer) handleOrphans(ctx context.Context, c *checkPass, now time.Time)
 			ns = change.ClusterDir
 		}
 		reason := OrphanReasonOutOfScope
-		if c.resources[obj.Group+"/"+obj.Resource] && c.namespaces[ns] {
+		if c.resources[obj.Group+"/"+obj.Resource] && c.namespaces[ns] && !c.excluded[rel] {
 			reason = OrphanReasonObjectGone
 		}
 		due = append(due, orphan{path: full, object: obj, reason: reason})

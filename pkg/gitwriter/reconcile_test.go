@@ -29,7 +29,7 @@ func mkSeed(resource, ns, name, rv string, body map[string]interface{}) change.C
 }
 
 // mkCheck builds the chunks of one orphan check.
-func mkCheck(pass string, grace int64, resources, namespaces []string, chunks ...[]string) []change.Change {
+func mkCheck(pass string, grace int64, resources, namespaces, excluded []string, chunks ...[]string) []change.Change {
 	var out []change.Change
 	for i, paths := range chunks {
 		c := change.Change{
@@ -42,7 +42,7 @@ func mkCheck(pass string, grace int64, resources, namespaces []string, chunks ..
 			OrphanCheck: &change.OrphanCheck{Pass: pass, Chunk: i, Chunks: len(chunks), Expected: paths, GraceSeconds: grace},
 		}
 		if i == 0 {
-			c.OrphanCheck.Resources, c.OrphanCheck.Namespaces = resources, namespaces
+			c.OrphanCheck.Resources, c.OrphanCheck.Namespaces, c.OrphanCheck.Excluded = resources, namespaces, excluded
 		}
 		out = append(out, c)
 	}
@@ -161,31 +161,33 @@ func TestOrphanCheck(t *testing.T) {
 	publish(t, js, "",
 		mkChange("alice", "create", "configmaps", "team-a", "web", "10", data("a", "1")),
 		mkChange("alice", "create", "configmaps", "team-a", "gone", "11", data("a", "2")),
+		mkChange("alice", "create", "configmaps", "team-a", "unlabelled", "14", data("a", "5")),
 		mkChange("alice", "create", "configmaps", "team-b", "other", "12", data("a", "3")),
 		mkChange("alice", "create", "namespaces", "", "team-a", "13", map[string]interface{}{}),
 	)
-	waitRecords(t, js, 4)
+	waitRecords(t, js, 5)
 	waitAcked(t, js)
 	co := checkout(t, remote)
 	head := gitCLI(t, co, "rev-parse", "HEAD")
 
-	resources, namespaces := []string{"/configmaps"}, []string{"team-a"}
+	resources, namespaces, excluded := []string{"/configmaps"}, []string{"team-a"}, []string{"team-a/core/configmaps/unlabelled.yaml"}
 	// An incomplete pass (chunk 1 of 2 never comes) decides nothing.
-	publish(t, js, "", mkCheck("p0", 0, resources, namespaces, []string{"team-a/core/configmaps/web.yaml"}, nil)[0])
+	publish(t, js, "", mkCheck("p0", 0, resources, namespaces, excluded, []string{"team-a/core/configmaps/web.yaml"}, nil)[0])
 	waitAcked(t, js)
 	if st := repoStatus(t, r.w); len(st.Orphans) != 0 || meta.FindStatusCondition(st.Conditions, ConditionSynced) != nil {
 		t.Fatalf("an incomplete check acted: %+v", st)
 	}
 
 	// Report: listed, Git untouched.
-	publish(t, js, "", mkCheck("p1", 0, resources, namespaces, []string{"team-a/core/configmaps/web.yaml"}, []string{"unrelated/x.txt"})...)
+	publish(t, js, "", mkCheck("p1", 0, resources, namespaces, excluded, []string{"team-a/core/configmaps/web.yaml"}, []string{"unrelated/x.txt"})...)
 	waitAcked(t, js)
 	var st historyv1alpha1.RepoStatus
-	eventually(t, "orphans reported", func() bool { st = repoStatus(t, r.w); return len(st.Orphans) == 3 })
+	eventually(t, "orphans reported", func() bool { st = repoStatus(t, r.w); return len(st.Orphans) == 4 })
 	want := map[string]string{
-		"clusters/dev/team-a/core/configmaps/gone.yaml":     OrphanReasonObjectGone,
-		"clusters/dev/team-b/core/configmaps/other.yaml":    OrphanReasonOutOfScope,
-		"clusters/dev/_cluster/core/namespaces/team-a.yaml": OrphanReasonOutOfScope,
+		"clusters/dev/team-a/core/configmaps/gone.yaml":       OrphanReasonObjectGone,
+		"clusters/dev/team-a/core/configmaps/unlabelled.yaml": OrphanReasonOutOfScope,
+		"clusters/dev/team-b/core/configmaps/other.yaml":      OrphanReasonOutOfScope,
+		"clusters/dev/_cluster/core/namespaces/team-a.yaml":   OrphanReasonOutOfScope,
 	}
 	for _, o := range st.Orphans {
 		if want[o.Path] != o.Reason {
@@ -205,8 +207,8 @@ func TestOrphanCheck(t *testing.T) {
 	r.stop(t)
 	cfg.OrphanPolicy = configv1alpha1.OrphanPrune
 	r = startWriter(t, cfg, js, nil)
-	publish(t, js, "", mkCheck("p2", 0, resources, namespaces, []string{"team-a/core/configmaps/web.yaml"})...)
-	recs := waitRecords(t, js, before+3)
+	publish(t, js, "", mkCheck("p2", 0, resources, namespaces, excluded, []string{"team-a/core/configmaps/web.yaml"})...)
+	recs := waitRecords(t, js, before+4)
 	waitAcked(t, js)
 	for _, rec := range recs[before:] {
 		if rec.Verb != historyv1alpha1.VerbOrphanDelete || rec.Source != historyv1alpha1.SourceReconcile || rec.Actor.Username != reconcilerUser {
@@ -231,10 +233,10 @@ func TestOrphanCheck(t *testing.T) {
 
 	// A grace period: an orphan is acted upon only when checks that far apart all found it.
 	publish(t, js, "", mkChange("alice", "create", "configmaps", "team-a", "late", "20", data("a", "4")))
-	waitRecords(t, js, before+4)
-	publish(t, js, "", mkCheck("p3", 3600, resources, namespaces, []string{"team-a/core/configmaps/web.yaml"})...)
+	waitRecords(t, js, before+5)
+	publish(t, js, "", mkCheck("p3", 3600, resources, namespaces, excluded, []string{"team-a/core/configmaps/web.yaml"})...)
 	waitAcked(t, js)
-	if n := len(records(t, js)); n != before+4 {
+	if n := len(records(t, js)); n != before+5 {
 		t.Fatalf("an orphan inside its grace period was pruned (%d records)", n)
 	}
 }

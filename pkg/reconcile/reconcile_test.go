@@ -269,6 +269,10 @@ func TestSyncSeedsTheScope(t *testing.T) {
 	if got := strings.Join(check.Resources, " ") + " | " + strings.Join(check.Namespaces, " "); got != "/configmaps /namespaces | _cluster team-a team-b" {
 		t.Errorf("check scope %s", got)
 	}
+	// Listed but left out by the selectors: orphans of these are out of scope, not gone.
+	if got := strings.Join(check.Excluded, " "); got != "team-a/core/configmaps/other.yaml team-c/core/configmaps/elsewhere.yaml" {
+		t.Errorf("excluded %s", got)
+	}
 
 	wr, _ := f.config.ConfigV1alpha1().WatchRules("team-a").Get(context.Background(), "web", metav1.GetOptions{})
 	if c := readyOf(t, wr.Status.Conditions); c.Status != metav1.ConditionTrue || wr.Status.ObservedGeneration != 3 || strings.Join(wr.Status.TrackedResources, ",") != "configmaps" {

@@ -172,6 +172,8 @@ func (p *plan) matches(info ingest.ObjectInfo) bool {
 type seedResult struct {
 	// expected are the paths (relative to the destination's prefix) of every object in scope.
 	expected map[string]bool
+	// excluded are the paths of listed objects the rules' selectors leave out.
+	excluded map[string]bool
 	// denied are the resources ("resource.group") kubehistory may not list, with the error.
 	denied     map[string]error
 	incomplete bool
@@ -182,7 +184,7 @@ type seedResult struct {
 
 // seed lists every in-scope resource and publishes a seed per object in scope.
 func (r *Reconciler) seed(ctx context.Context, p *plan) seedResult {
-	res := seedResult{expected: map[string]bool{}, denied: map[string]error{}}
+	res := seedResult{expected: map[string]bool{}, excluded: map[string]bool{}, denied: map[string]error{}}
 	now := r.now()
 	var buf []change.Change
 	flush := func() error {
@@ -201,6 +203,8 @@ func (r *Reconciler) seed(ctx context.Context, p *plan) seedResult {
 			info := ingest.ObjectInfo{Group: l.res.Group, Resource: l.res.Resource, Namespace: u.GetNamespace(), Name: u.GetName(),
 				Labels: u.GetLabels(), LabelsKnown: true}
 			if !p.matches(info) {
+				res.excluded[change.ObjectPath("", historyv1alpha1.ChangedObject{Group: info.Group, Resource: info.Resource,
+					Namespace: info.Namespace, Name: info.Name})] = true
 				return nil
 			}
 			ch, err := r.seedChange(p.dest, l.res, u, now)
@@ -324,27 +328,40 @@ func lastWrite(u *unstructured.Unstructured) time.Time {
 	return t
 }
 
-// publishCheck ends a complete pass with the orphan check, chunked.
+// publishCheck ends a complete pass with the orphan check, chunked over the expected and excluded
+// paths together.
 func (r *Reconciler) publishCheck(ctx context.Context, p *plan, res seedResult) error {
-	paths := make([]string, 0, len(res.expected))
-	for path := range res.expected {
-		paths = append(paths, path)
+	expected := sortedKeys(res.expected)
+	var excluded []string
+	for path := range res.excluded {
+		if !res.expected[path] { // listed for one rule, tracked by another
+			excluded = append(excluded, path)
+		}
 	}
-	sort.Strings(paths)
+	sort.Strings(excluded)
 	now := r.now()
 	pass := r.opts.Identity + "-" + strconv.FormatInt(now.UnixNano(), 36)
-	chunks := (len(paths) + checkChunk - 1) / checkChunk
+	total := len(expected) + len(excluded)
+	chunks := (total + checkChunk - 1) / checkChunk
 	if chunks == 0 {
 		chunks = 1
 	}
 	grace := int64(r.opts.Settle / time.Second)
 	var msgs []change.Change
 	for i := 0; i < chunks; i++ {
-		end := (i + 1) * checkChunk
-		if end > len(paths) {
-			end = len(paths)
+		oc := &change.OrphanCheck{Pass: pass, Chunk: i, Chunks: chunks, GraceSeconds: grace}
+		// Entries [lo, hi) of expected followed by excluded.
+		lo, hi := i*checkChunk, (i+1)*checkChunk
+		if hi > total {
+			hi = total
 		}
-		oc := &change.OrphanCheck{Pass: pass, Chunk: i, Chunks: chunks, Expected: paths[i*checkChunk : end], GraceSeconds: grace}
+		for j := lo; j < hi; j++ {
+			if j < len(expected) {
+				oc.Expected = append(oc.Expected, expected[j])
+			} else {
+				oc.Excluded = append(oc.Excluded, excluded[j-len(expected)])
+			}
+		}
 		if i == 0 {
 			oc.Resources, oc.Namespaces = sortedKeys(p.resources), sortedKeys(p.namespaces)
 		}
