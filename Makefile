@@ -3,18 +3,22 @@ SHELL := /usr/bin/env bash
 GO ?= go
 BIN := bin
 
-.PHONY: all build test test-unit test-e2e generate verify demo demo-down fuzz bench clean
+.PHONY: all build test test-unit test-e2e test-reliability generate verify demo demo-down fuzz bench clean
 
 all: build
 
 build: ## Build kubehistory-apiserver into bin/
 	$(GO) build -o $(BIN)/kubehistory-apiserver ./cmd/kubehistory-apiserver
 
-test: ## Every test: unit, integration (embedded JetStream, real git) and e2e on a real local control plane
-	$(GO) test -count=1 -timeout 60m ./...
+test: ## Every test: unit, integration (embedded JetStream, real git), e2e on a real local control plane, and the reliability suite (verbose: it prints its figures)
+	$(GO) test -count=1 -timeout 60m $$($(GO) list ./... | grep -v /test/reliability)
+	$(GO) test -count=1 -timeout 30m -v ./test/reliability/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|reliability:|\s+reliability_test)'; exit $${PIPESTATUS[0]}
 
 test-unit: ## Tests that need no control plane
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /test/)
+
+test-reliability: ## The reliability suite alone (KUBEHISTORY_RELIABILITY_CHANGES sets the number of changes)
+	$(GO) test -count=1 -timeout 30m -v ./test/reliability/
 
 test-e2e: ## End-to-end tests on the local control plane (builds kube-apiserver and etcd once)
 	$(GO) test -count=1 -timeout 60m -v ./test/...

@@ -1,0 +1,323 @@
+// Package reliability drives changes through a real kube-apiserver into three kubehistory replicas on a
+// three-node NATS JetStream cluster while killing replicas and a NATS node, then checks that every change
+// kube-apiserver answered 200 for is in Git exactly once and in every replica's index exactly once, and
+// that Git equals the cluster.
+package reliability
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/yaml"
+
+	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/destinations"
+	"github.com/kubehistory/kubehistory/test/framework"
+)
+
+const (
+	namespace = "reliability"
+	objects   = 40
+)
+
+// Figures of a run, printed at the end and kept in docs/reliability.md.
+type figures struct {
+	changes, replicaKills, natsKills int
+	lost, duplicated, gitDiffers     int
+}
+
+func TestReliability(t *testing.T) {
+	ops := 1200
+	if v := os.Getenv("KUBEHISTORY_RELIABILITY_CHANGES"); v != "" {
+		if _, err := fmt.Sscan(v, &ops); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+
+	nats, err := framework.StartNATSCluster(ctx, filepath.Join(mkdir(t, dir, "nats")), 3, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nats.Stop()
+	plane, err := framework.Start(ctx, framework.Config{Dir: filepath.Join(dir, "plane"), Log: os.Stderr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plane.Stop()
+	// kube-apiserver's audit webhook reaches the replicas through a proxy on its configured port, as it
+	// would through a Service.
+	proxy, err := framework.StartProxy(plane.AuditPort)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	auditPort, err := framework.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kh, err := plane.InstallKubehistory(ctx, framework.InstallOptions{AuditPort: auditPort,
+		ExtraArgs: []string{"--nats-url=" + nats.URL(), "--stream-replicas=3"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"replica-1", "replica-2"} {
+		if _, err := kh.StartReplica(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var backends []string
+	for _, r := range kh.Replicas {
+		backends = append(backends, fmt.Sprintf("127.0.0.1:%d", r.AuditPort))
+	}
+	proxy.SetBackends(backends...)
+
+	repo := filepath.Join(dir, "history.git")
+	if out, err := exec.Command("git", "init", "-q", "--bare", "-b", "main", repo).CombinedOutput(); err != nil {
+		t.Fatalf("git init: %v: %s", err, out)
+	}
+	admin := plane.AdminKubeconfig
+	if _, err := framework.KubectlRun(ctx, admin, "", "create", "namespace", namespace); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := framework.KubectlRun(ctx, admin, fmt.Sprintf(`apiVersion: config.kubehistory.io/v1alpha1
+kind: GitDestination
+metadata: {name: history, namespace: %[1]s}
+spec:
+  url: file://%[2]s
+  commitWindow: 500ms
+---
+apiVersion: config.kubehistory.io/v1alpha1
+kind: WatchRule
+metadata: {name: configmaps, namespace: %[1]s}
+spec:
+  destinationRef: {name: history}
+  rules: [{apiGroups: [""], resources: ["configmaps"]}]
+`, namespace, repo), "apply", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	if err := framework.WaitFor(ctx, 60*time.Second, func() error {
+		out, err := framework.KubectlRun(ctx, admin, "", "get", "gitdestination", "history", "-n", namespace, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+		if err == nil && out != "True" {
+			err = fmt.Errorf("GitDestination Ready=%q", out)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * time.Second) // every replica's rule cache follows the new WatchRule
+
+	cfg, err := clientcmd.BuildConfigFromFlags("", admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.QPS, cfg.Burst = 20, 40
+	kube := kubernetes.NewForConfigOrDie(cfg)
+
+	// The driver: creates and updates; each answered change is remembered by name and resourceVersion.
+	var fig figures
+	type key struct{ name, rv string }
+	var mu sync.Mutex
+	expected := map[key]bool{}
+	finalData := map[string]string{}
+	var driving atomic.Bool
+	driving.Store(true)
+	driverDone := make(chan error, 1)
+	go func() {
+		defer driving.Store(false)
+		cms := kube.CoreV1().ConfigMaps(namespace)
+		for i := 0; i < ops; i++ {
+			name := fmt.Sprintf("cm-%02d", i%objects)
+			value := fmt.Sprintf("v%d", i)
+			var got *corev1.ConfigMap
+			var err error
+			if i < objects {
+				got, err = cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string]string{"value": value}}, metav1.CreateOptions{})
+			} else {
+				got, err = cms.Update(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string]string{"value": value}}, metav1.UpdateOptions{})
+			}
+			if err != nil {
+				driverDone <- fmt.Errorf("change %d: %w", i, err)
+				return
+			}
+			mu.Lock()
+			expected[key{name, got.ResourceVersion}] = true
+			finalData[name] = value
+			mu.Unlock()
+		}
+		driverDone <- nil
+	}()
+
+	// Chaos while the driver runs: kill -9 a replica and start it again (every other kill the one holding
+	// the destination's writer lease, so the writer's crash path is always exercised); once, a NATS node.
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	natsKilled := false
+	for driving.Load() {
+		time.Sleep(3 * time.Second)
+		if !natsKilled && driving.Load() {
+			natsKilled = true
+			node := rng.IntN(3)
+			t.Logf("kill -9 nats-server n%d", node)
+			nats.Kill(node)
+			fig.natsKills++
+			time.Sleep(4 * time.Second)
+			if err := nats.Start(node); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		r := kh.Replicas[rng.IntN(len(kh.Replicas))]
+		if fig.replicaKills%2 == 0 {
+			if holder := leaseHolder(ctx, admin); holder != "" {
+				for _, c := range kh.Replicas {
+					if c.Name == holder {
+						r = c
+					}
+				}
+			}
+		}
+		t.Logf("kill -9 %s", r.Name)
+		kh.Kill(r)
+		fig.replicaKills++
+		time.Sleep(2 * time.Second)
+		if err := kh.Restart(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-driverDone; err != nil {
+		t.Fatal(err)
+	}
+	fig.changes = len(expected)
+
+	// Every change in every replica's index exactly once, and in Git exactly once.
+	indexCounts := func(r *framework.Replica) (map[key]int, []historyv1alpha1.ResourceChange, error) {
+		out, err := framework.KubectlRun(ctx, admin, "", "get", "resourcechanges", "-n", namespace, "-o", "json",
+			"--server", fmt.Sprintf("https://127.0.0.1:%d", r.Port), "--certificate-authority", kh.CA.CertFile)
+		if err != nil {
+			return nil, nil, err
+		}
+		var list historyv1alpha1.ResourceChangeList
+		if err := json.Unmarshal([]byte(out), &list); err != nil {
+			return nil, nil, err
+		}
+		counts := map[key]int{}
+		for _, it := range list.Items {
+			counts[key{it.Object.Name, it.Object.ResourceVersion}]++
+		}
+		return counts, list.Items, nil
+	}
+	var items []historyv1alpha1.ResourceChange
+	for _, r := range kh.Replicas {
+		var counts map[key]int
+		err := framework.WaitFor(ctx, 5*time.Minute, func() error {
+			var err error
+			counts, items, err = indexCounts(r)
+			if err != nil {
+				return err
+			}
+			missing := 0
+			for k := range expected {
+				if counts[k] == 0 {
+					missing++
+				}
+			}
+			if missing > 0 {
+				return fmt.Errorf("%s: %d of %d changes not in the index yet", r.Name, missing, len(expected))
+			}
+			return nil
+		})
+		if err != nil {
+			t.Error(err)
+		}
+		for k := range expected {
+			switch n := counts[k]; {
+			case n == 0:
+				fig.lost++
+			case n > 1:
+				fig.duplicated += n - 1
+			}
+		}
+		for k, n := range counts {
+			if !expected[k] {
+				t.Errorf("%s: %s@%s recorded %d times but not made by the driver", r.Name, k.name, k.rv, n)
+			}
+		}
+	}
+
+	ids := map[string]int{}
+	for _, line := range strings.Split(gitOut(t, repo, "log", "--format=%(trailers:key=Kubehistory-Change-Id,valueonly)", "main"), "\n") {
+		if line = strings.TrimSpace(line); line != "" {
+			ids[line]++
+		}
+	}
+	for _, it := range items {
+		switch n := ids[it.ChangeID]; {
+		case n == 0:
+			fig.lost++
+			t.Errorf("change %s (%s@%s) is not in Git", it.ChangeID, it.Object.Name, it.Object.ResourceVersion)
+		case n > 1:
+			fig.duplicated += n - 1
+			t.Errorf("change %s committed %d times", it.ChangeID, n)
+		}
+	}
+	if len(ids) != len(expected) {
+		t.Errorf("Git holds %d change IDs, the driver made %d changes", len(ids), len(expected))
+	}
+	for name, value := range finalData {
+		var obj struct {
+			Data map[string]string `json:"data"`
+		}
+		if err := yaml.Unmarshal([]byte(gitOut(t, repo, "show", "main:"+namespace+"/core/configmaps/"+name+".yaml")), &obj); err != nil || obj.Data["value"] != value {
+			fig.gitDiffers++
+			t.Errorf("Git has %s = %v, the cluster %q", name, obj.Data, value)
+		}
+	}
+	if fig.lost > 0 || fig.duplicated > 0 {
+		t.Errorf("lost %d, duplicated %d", fig.lost, fig.duplicated)
+	}
+	fmt.Printf("reliability: %d changes through kube-apiserver, %d replicas x %d indexes checked, %d replica kill -9, %d NATS node kill -9: lost=%d duplicated=%d git-differs=%d\n",
+		fig.changes, len(kh.Replicas), len(kh.Replicas), fig.replicaKills, fig.natsKills, fig.lost, fig.duplicated, fig.gitDiffers)
+}
+
+// leaseHolder is the replica running the destination's writer.
+func leaseHolder(ctx context.Context, kubeconfig string) string {
+	out, err := framework.KubectlRun(ctx, kubeconfig, "", "get", "lease", "-n", namespace, destinations.LeaseName("history"), "-o", "jsonpath={.spec.holderIdentity}")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(out)
+}
+
+func mkdir(t *testing.T, parts ...string) string {
+	t.Helper()
+	d := filepath.Join(parts...)
+	if err := os.MkdirAll(d, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func gitOut(t *testing.T, repo string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("git", append([]string{"--git-dir", repo}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("git %v: %v: %s", args, err, out)
+	}
+	return string(out)
+}
