@@ -28,6 +28,7 @@ import (
 	"github.com/kubehistory/kubehistory/pkg/index/follow"
 	"github.com/kubehistory/kubehistory/pkg/ingest"
 	"github.com/kubehistory/kubehistory/pkg/queue"
+	"github.com/kubehistory/kubehistory/pkg/reconcile"
 )
 
 // QueueOptions choose and tune JetStream.
@@ -87,6 +88,7 @@ type pipeline struct {
 	manager   *destinations.Manager
 	ingest    *ingest.Server
 	rules     *ingest.RuleCache
+	reconcile *reconcile.Reconciler
 	cfgInf    configinformers.SharedInformerFactory
 
 	startKubeInformers func(stop <-chan struct{})
@@ -158,15 +160,19 @@ func (o *Options) buildPipeline(ctx context.Context, idx *index.Index, clientCon
 	}); err != nil {
 		return nil, err
 	}
+	kubeInf := kubeInformerFactory(kube)
+	p.startKubeInformers = func(stop <-chan struct{}) { kubeInf.Start(stop) }
+	if p.reconcile, err = o.buildReconciler(clientConfig, p.publisher, p.cfgInf, kubeInf); err != nil {
+		p.close()
+		return nil, fmt.Errorf("reconciler: %w", err)
+	}
 	if o.Ingest.CertFile != "" {
-		kubeInf := kubeInformerFactory(kube)
 		p.rules = ingest.NewRuleCache(p.cfgInf, kubeInf)
 		p.ingest, err = ingest.NewServer(*o.Ingest, p.rules, p.publisher)
 		if err != nil {
 			p.close()
 			return nil, fmt.Errorf("audit webhook: %w", err)
 		}
-		p.startKubeInformers = func(stop <-chan struct{}) { kubeInf.Start(stop) }
 	} else {
 		klog.InfoS("No --audit-tls-cert-file: the audit webhook is off; history comes from the reconciler only")
 	}
@@ -187,6 +193,7 @@ func (p *pipeline) start(ctx context.Context) {
 		}
 		p.manager.Run(ctx)
 	}()
+	go p.reconcile.Run(ctx)
 	if p.ingest != nil {
 		go func() {
 			if err := p.ingest.Run(ctx); err != nil && ctx.Err() == nil {

@@ -37,8 +37,9 @@ type Options struct {
 	RecommendedOptions *genericoptions.RecommendedOptions
 	Logs               *logs.Options
 
-	Queue  *QueueOptions
-	Ingest *ingest.Options
+	Queue     *QueueOptions
+	Ingest    *ingest.Options
+	Reconcile *ReconcileOptions
 	// ReplicaID names this replica: its durable index consumer, RepoStatus.writer, NATS client name.
 	ReplicaID string
 
@@ -61,6 +62,7 @@ func NewOptions(out, errOut io.Writer) *Options {
 		DataDir:            "/var/lib/kubehistory",
 		Queue:              &QueueOptions{EmbeddedPort: 0, Replicas: 1, DuplicateWindow: 10 * time.Minute},
 		Ingest:             ingest.NewOptions(),
+		Reconcile:          NewReconcileOptions(),
 		ReplicaID:          defaultReplicaID(),
 		ServiceName:        "kubehistory-apiserver",
 		ServiceNamespace:   "kubehistory-system",
@@ -90,6 +92,7 @@ func (o *Options) Flags() cliflag.NamedFlagSets {
 
 	o.Ingest.AddFlags(fss.FlagSet(ingest.FlagSetName))
 	o.Queue.AddFlags(fss.FlagSet("NATS JetStream"))
+	o.Reconcile.AddFlags(fss.FlagSet("reconciler"))
 	fs := fss.FlagSet("kubehistory")
 	fs.StringVar(&o.ReplicaID, "replica-id", o.ReplicaID, "Name of this replica (default: the hostname): it names the replica's durable index consumer and shows in RepoStatus.writer.")
 	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "Directory for the history index (index.db), the embedded JetStream store and the Git caches.")
@@ -102,6 +105,7 @@ func (o *Options) Flags() cliflag.NamedFlagSets {
 func (o *Options) Validate() error {
 	errs := o.RecommendedOptions.Validate()
 	errs = append(errs, o.Queue.Validate()...)
+	errs = append(errs, o.Reconcile.Validate()...)
 	if o.Ingest.CertFile != "" || o.Ingest.KeyFile != "" || o.Ingest.ClientCAFile != "" {
 		errs = append(errs, o.Ingest.Validate()...)
 	}
