@@ -72,6 +72,9 @@ func (w *Writer) classifySeeds(batch []*pending, read func(string) (fileState, e
 	return out, nil
 }
 
+// staleCheck is the age past which an orphan check is skipped.
+const staleCheck = 10 * time.Minute
+
 // checkPass gathers the chunks of one orphan check.
 type checkPass struct {
 	pass       string
@@ -90,6 +93,12 @@ type checkPass struct {
 // The pass is forgotten only after it was handled, so a failed attempt is redone with the batch.
 func (w *Writer) orphanCheck(ctx context.Context, ch *change.Change) error {
 	oc := ch.OrphanCheck
+	if age := time.Since(ch.ChangeTime.Time); age > staleCheck {
+		// A backlog (the writer was down): the reconciler publishes a fresh check every pass, so only
+		// recent ones are worth a walk of the tree.
+		klog.V(2).InfoS("Skipping a stale orphan check", "destination", w.ref(), "pass", oc.Pass, "age", age)
+		return nil
+	}
 	if w.checks == nil || w.checks.pass != oc.Pass {
 		if w.checks != nil {
 			klog.InfoS("Dropping an incomplete orphan check", "destination", w.ref(), "pass", w.checks.pass,

@@ -36,7 +36,7 @@ func mkCheck(pass string, grace int64, resources, namespaces, excluded []string,
 			Change: historyv1alpha1.Change{
 				Source: historyv1alpha1.SourceReconcile, Actor: historyv1alpha1.Actor{Username: reconcilerUser},
 				ChangeID:   fmt.Sprintf("check-%s-%d", pass, i),
-				ChangeTime: metav1.NewMicroTime(changeClock.Add(time.Hour)),
+				ChangeTime: metav1.NewMicroTime(time.Now()),
 			},
 			Destination: dest,
 			OrphanCheck: &change.OrphanCheck{Pass: pass, Chunk: i, Chunks: len(chunks), Expected: paths, GraceSeconds: grace},

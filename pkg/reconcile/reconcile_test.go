@@ -282,6 +282,33 @@ func TestSyncSeedsTheScope(t *testing.T) {
 	if c := readyOf(t, cr.Status.Conditions); c.Status != metav1.ConditionTrue || strings.Join(cr.Status.TrackedResources, ",") != "configmaps,namespaces" {
 		t.Errorf("ClusterWatchRule status %+v", cr.Status)
 	}
+
+	// The next pass publishes only the orphan check: nothing changed. Past republishAfter, every seed
+	// goes out again (JetStream's window is long gone; the writer finds Git equal).
+	seedsOf := func() int {
+		n := 0
+		for _, c := range f.pub.changes {
+			if c.OrphanCheck == nil {
+				n++
+			}
+		}
+		f.pub.changes = nil
+		return n
+	}
+	seedsOf()
+	if err := f.r.Sync(context.Background(), "team-a/history"); err != nil {
+		t.Fatal(err)
+	}
+	if n := seedsOf(); n != 0 {
+		t.Errorf("an unchanged scope republished %d seeds", n)
+	}
+	f.r.now = func() time.Time { return testNow.Add(republishAfter) }
+	if err := f.r.Sync(context.Background(), "team-a/history"); err != nil {
+		t.Fatal(err)
+	}
+	if n := seedsOf(); n != 5 {
+		t.Errorf("%d seeds republished after %s, want 5 (the recent object has settled by now)", n, republishAfter)
+	}
 }
 
 // TestSyncConditions: a missing destination, an unknown resource and a forbidden list each show in the

@@ -100,6 +100,8 @@ type Reconciler struct {
 	served []Resource
 	at     time.Time // when served was discovered
 	actor  historyv1alpha1.Actor
+	// published remembers the seeds of this leadership term; only the worker goroutine uses it.
+	published map[change.DestinationRef]map[string]publishedSeed
 
 	now func() time.Time
 }
@@ -123,8 +125,9 @@ func New(opts Options, kube kubernetes.Interface, client versioned.Interface, dy
 	r := &Reconciler{
 		opts: opts, kube: kube, client: client, dynamic: dyn, discovery: disc, publisher: publisher,
 		watchRules: wr.Lister(), clusterWatchRules: cwr.Lister(), destinations: gd.Lister(), namespaces: ns.Lister(),
-		synced: []cache.InformerSynced{wr.Informer().HasSynced, cwr.Informer().HasSynced, gd.Informer().HasSynced, ns.Informer().HasSynced},
-		now:    time.Now,
+		synced:    []cache.InformerSynced{wr.Informer().HasSynced, cwr.Informer().HasSynced, gd.Informer().HasSynced, ns.Informer().HasSynced},
+		now:       time.Now,
+		published: map[change.DestinationRef]map[string]publishedSeed{},
 	}
 	// Only spec changes (generation) count: the reconciler's own status updates must not make a loop.
 	specChanged := func(o, n any) bool {
@@ -274,6 +277,8 @@ func (r *Reconciler) Run(ctx context.Context) {
 func (r *Reconciler) lead(ctx context.Context) {
 	klog.InfoS("Reconciler leading", "identity", r.opts.Identity, "interval", r.opts.Interval, "settle", r.opts.Settle)
 	r.actor = r.whoAmI(ctx)
+	// A new term republishes everything once: the previous leader's memory is not ours.
+	r.published = map[change.DestinationRef]map[string]publishedSeed{}
 	q := workqueue.NewTypedRateLimitingQueueWithConfig(
 		workqueue.NewTypedItemExponentialFailureRateLimiter[string](time.Second, r.opts.Interval),
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: "kubehistory-reconciler"})
@@ -387,7 +392,7 @@ func (r *Reconciler) Sync(ctx context.Context, key string) error {
 		return res.err
 	}
 	klog.V(2).InfoS("Seeded destination", "destination", key, "objects", len(res.expected), "published", res.published,
-		"deferred", res.deferred, "denied", len(res.denied))
+		"deferred", res.deferred, "unchanged", res.unchanged, "denied", len(res.denied))
 	// Without a full listing, the files of objects we could not see would look orphaned: no check. A
 	// denied list is reported in the rules' conditions and needs no retry before the next pass.
 	if len(res.denied) > 0 {

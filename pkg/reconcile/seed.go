@@ -180,6 +180,7 @@ type seedResult struct {
 	err        error
 	published  int
 	deferred   int
+	unchanged  int
 }
 
 // seed lists every in-scope resource and publishes a seed per object in scope.
@@ -195,6 +196,14 @@ func (r *Reconciler) seed(ctx context.Context, p *plan) seedResult {
 			return fmt.Errorf("publishing %d seeds of %s: %w", len(buf), p.dest, err)
 		}
 		res.published += len(buf)
+		sent := r.published[p.dest]
+		if sent == nil {
+			sent = map[string]publishedSeed{}
+			r.published[p.dest] = sent
+		}
+		for i := range buf {
+			sent[change.ObjectPath("", buf[i].Object)] = publishedSeed{id: buf[i].ChangeID, at: now}
+		}
 		buf = buf[:0]
 		return nil
 	}
@@ -207,12 +216,8 @@ func (r *Reconciler) seed(ctx context.Context, p *plan) seedResult {
 					Namespace: info.Namespace, Name: info.Name})] = true
 				return nil
 			}
-			ch, err := r.seedChange(p.dest, l.res, u, now)
-			if err != nil {
-				klog.ErrorS(err, "Skipping an object that cannot be encoded", "resource", l.res.Name(), "object", klog.KObj(u))
-				return nil
-			}
-			path := change.ObjectPath("", ch.Object)
+			obj := seedObject(l.res, u)
+			path := change.ObjectPath("", obj)
 			if res.expected[path] {
 				return nil // also listed for another rule
 			}
@@ -221,6 +226,16 @@ func (r *Reconciler) seed(ctx context.Context, p *plan) seedResult {
 				// Written a moment ago: its audit event may still be on its way, and a seed now would
 				// record a Gap that is none. The next pass seeds it if audit did not.
 				res.deferred++
+				return nil
+			}
+			id := seedID(p.dest, obj)
+			if prev, ok := r.published[p.dest][path]; ok && prev.id == id && now.Sub(prev.at) < republishAfter {
+				res.unchanged++
+				return nil
+			}
+			ch, err := r.seedChange(p.dest, l.res, obj, u, now)
+			if err != nil {
+				klog.ErrorS(err, "Skipping an object that cannot be encoded", "resource", l.res.Name(), "object", klog.KObj(u))
 				return nil
 			}
 			buf = append(buf, ch)
@@ -252,7 +267,39 @@ func (r *Reconciler) seed(ctx context.Context, p *plan) seedResult {
 	if err := flush(); err != nil {
 		res.err = err
 	}
+	if !res.incomplete && len(res.denied) == 0 && res.err == nil {
+		// Forget what left the scope, so that the memory follows the scope's size.
+		for path := range r.published[p.dest] {
+			if !res.expected[path] {
+				delete(r.published[p.dest], path)
+			}
+		}
+	}
 	return res
+}
+
+// republishAfter: a seed already published for the same object version is not published again within
+// this span. Without it every pass would store a copy of every object again whenever JetStream's
+// duplicate window has passed since the last copy; the periodic republish still repairs a Git that
+// changed behind kubehistory's back (the writer commits it where Git differs).
+const republishAfter = time.Hour
+
+// publishedSeed is the last seed published for a path in this leadership term.
+type publishedSeed struct {
+	id string
+	at time.Time
+}
+
+func seedObject(res Resource, u *unstructured.Unstructured) historyv1alpha1.ChangedObject {
+	return historyv1alpha1.ChangedObject{Group: res.Group, Version: res.Version, Resource: res.Resource, Kind: res.Kind,
+		Namespace: u.GetNamespace(), Name: u.GetName(), UID: string(u.GetUID()), ResourceVersion: u.GetResourceVersion()}
+}
+
+// seedID derives from the uid and resourceVersion: an unchanged object published again by a later pass
+// is deduplicated by JetStream, and past its window by the writer, which finds Git equal and records
+// nothing.
+func seedID(dest change.DestinationRef, obj historyv1alpha1.ChangedObject) string {
+	return change.ID(dest, "seed/"+obj.UID+"/"+obj.ResourceVersion, obj)
 }
 
 // publishError marks a failure to publish (as opposed to a failure to list) inside a List callback.
@@ -289,10 +336,8 @@ func (r *Reconciler) list(ctx context.Context, l listing, fn func(*unstructured.
 	}
 }
 
-// seedChange is the seed of one listed object. Its ID derives from the uid and resourceVersion: an
-// unchanged object republished by every pass is deduplicated by JetStream, and past its window by the
-// writer, which finds Git equal and records nothing.
-func (r *Reconciler) seedChange(dest change.DestinationRef, res Resource, u *unstructured.Unstructured, now time.Time) (change.Change, error) {
+// seedChange is the seed of one listed object.
+func (r *Reconciler) seedChange(dest change.DestinationRef, res Resource, obj historyv1alpha1.ChangedObject, u *unstructured.Unstructured, now time.Time) (change.Change, error) {
 	// List items of built-in types come without apiVersion and kind; the body must be a whole object.
 	u.SetAPIVersion(res.GVR().GroupVersion().String())
 	u.SetKind(res.Kind)
@@ -300,15 +345,13 @@ func (r *Reconciler) seedChange(dest change.DestinationRef, res Resource, u *uns
 	if err != nil {
 		return change.Change{}, err
 	}
-	obj := historyv1alpha1.ChangedObject{Group: res.Group, Version: res.Version, Resource: res.Resource, Kind: res.Kind,
-		Namespace: u.GetNamespace(), Name: u.GetName(), UID: string(u.GetUID()), ResourceVersion: u.GetResourceVersion()}
 	return change.Change{
 		Change: historyv1alpha1.Change{
 			Object:     obj,
 			Verb:       historyv1alpha1.VerbSeed,
 			Actor:      r.actor,
 			Source:     historyv1alpha1.SourceReconcile,
-			ChangeID:   change.ID(dest, "seed/"+obj.UID+"/"+obj.ResourceVersion, obj),
+			ChangeID:   seedID(dest, obj),
 			ChangeTime: metav1.NewMicroTime(now),
 		},
 		Destination: dest,
