@@ -40,6 +40,7 @@ type Options struct {
 	Queue     *QueueOptions
 	Ingest    *ingest.Options
 	Reconcile *ReconcileOptions
+	Retention *RetentionOptions
 	// ReplicaID names this replica: its durable index consumer, RepoStatus.writer, NATS client name.
 	ReplicaID string
 
@@ -63,6 +64,7 @@ func NewOptions(out, errOut io.Writer) *Options {
 		Queue:              &QueueOptions{EmbeddedPort: 0, Replicas: 1, DuplicateWindow: 10 * time.Minute},
 		Ingest:             ingest.NewOptions(),
 		Reconcile:          NewReconcileOptions(),
+		Retention:          NewRetentionOptions(),
 		ReplicaID:          defaultReplicaID(),
 		ServiceName:        "kubehistory-apiserver",
 		ServiceNamespace:   "kubehistory-system",
@@ -98,6 +100,7 @@ func (o *Options) Flags() cliflag.NamedFlagSets {
 	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "Directory for the history index (index.db), the embedded JetStream store and the Git caches.")
 	fs.StringVar(&o.ServiceName, "service-name", o.ServiceName, "Name of the Service the APIService points at; the self-signed serving certificate is valid for <service-name>.<service-namespace>.svc.")
 	fs.StringVar(&o.ServiceNamespace, "service-namespace", o.ServiceNamespace, "Namespace of that Service.")
+	o.Retention.AddFlags(fs)
 	return fss
 }
 
@@ -106,6 +109,7 @@ func (o *Options) Validate() error {
 	errs := o.RecommendedOptions.Validate()
 	errs = append(errs, o.Queue.Validate()...)
 	errs = append(errs, o.Reconcile.Validate()...)
+	errs = append(errs, o.Retention.Validate()...)
 	if o.Ingest.CertFile != "" || o.Ingest.KeyFile != "" || o.Ingest.ClientCAFile != "" {
 		errs = append(errs, o.Ingest.Validate()...)
 	}
@@ -180,6 +184,7 @@ func (o *Options) Run(ctx context.Context) error {
 			config.GenericConfig.SharedInformerFactory.Start(hookCtx.Done())
 		}
 		p.start(hookCtx)
+		go o.Retention.Run(hookCtx, idx)
 		return nil
 	})
 	return server.GenericAPIServer.PrepareRun().RunWithContext(ctx)
@@ -214,6 +219,7 @@ NATS JetStream, commits them as sanitized YAML to Git authored as the actor, and
 		},
 	}
 	cmd.SetContext(ctx)
+	cmd.AddCommand(newIndexCommand(ctx))
 	fss := o.Flags()
 	fs := cmd.Flags()
 	for _, f := range fss.FlagSets {

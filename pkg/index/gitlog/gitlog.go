@@ -1,0 +1,491 @@
+// Package gitlog rebuilds a replica's index from a destination's Git history when the stream no longer
+// holds it: every commit the Git writer made carries its change IDs, audit IDs, the actor's groups, the
+// per-file resourceVersions and the writer's markers in trailers, the author is the actor, and the
+// commit's tree diff is the record's diff. It is the only place where the index meets Git.
+package gitlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/pmezard/go-difflib/difflib"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/yaml"
+
+	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/change"
+	"github.com/kubehistory/kubehistory/pkg/gitwriter"
+	"github.com/kubehistory/kubehistory/pkg/index"
+)
+
+// Options choose the history to read.
+type Options struct {
+	// Repository is a local repository (bare, a checkout, or the writer's cache) or a URL to clone.
+	Repository string
+	// Branch is the destination's branch.
+	Branch string
+	// Destination is the GitDestination the repository belongs to: it is part of every change ID, and
+	// the records link to it.
+	Destination change.DestinationRef
+	// RepositoryURL is what the records show as the repository; default Repository without credentials.
+	RepositoryURL string
+	// MaxDiffBytes bounds each diff as the writer does; default gitwriter.DefaultMaxDiffBytes.
+	MaxDiffBytes int
+	// FirstSeq is the sequence of the first record; default 1.
+	FirstSeq uint64
+}
+
+// Stats says what a rebuild read.
+type Stats struct {
+	Commits, Records int
+	// LastSeq is the sequence of the last record.
+	LastSeq uint64
+}
+
+const batchSize = 1000
+
+// Rebuild walks the branch's first-parent history oldest first and indexes one record per change ID
+// trailer under synthetic, increasing sequences from FirstSeq. What Git does not keep is missing from
+// the records: the actor's uid and impersonator, the object's uid, the request URI, markers the writer
+// did not add itself (NoBody, TruncatedEvent, CollectionSweep), and the exact time of each change (the
+// commit's author time is the newest change time of its changes).
+func Rebuild(ctx context.Context, idx *index.Index, o Options) (Stats, error) {
+	var st Stats
+	if o.FirstSeq == 0 {
+		o.FirstSeq = 1
+	}
+	if o.MaxDiffBytes <= 0 {
+		o.MaxDiffBytes = gitwriter.DefaultMaxDiffBytes
+	}
+	if o.RepositoryURL == "" {
+		o.RepositoryURL = gitwriter.RedactedURL(o.Repository)
+	}
+	repo, cleanup, err := open(ctx, o)
+	if err != nil {
+		return st, err
+	}
+	defer cleanup()
+	head, err := branchHead(repo, o.Branch)
+	if err != nil {
+		return st, err
+	}
+	var chain []plumbing.Hash
+	for h := head; !h.IsZero(); {
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
+		c, err := repo.CommitObject(h)
+		if err != nil {
+			return st, fmt.Errorf("reading commit %s: %w", h, err)
+		}
+		chain = append(chain, h)
+		h = plumbing.ZeroHash
+		if len(c.ParentHashes) > 0 {
+			// The writer's history is linear; a merge made by someone else contributes its first parent,
+			// the branch the writer pushed to.
+			h = c.ParentHashes[0]
+		}
+	}
+	seq := o.FirstSeq
+	batch := make([]index.SeqRecord, 0, batchSize)
+	for i := len(chain) - 1; i >= 0; i-- {
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
+		c, err := repo.CommitObject(chain[i])
+		if err != nil {
+			return st, fmt.Errorf("reading commit %s: %w", chain[i], err)
+		}
+		recs, err := records(repo, c, o)
+		if err != nil {
+			return st, fmt.Errorf("commit %s: %w", c.Hash, err)
+		}
+		if len(recs) > 0 {
+			st.Commits++
+		}
+		for _, r := range recs {
+			batch = append(batch, index.SeqRecord{Seq: seq, Record: r})
+			st.LastSeq = seq
+			seq++
+		}
+		if len(batch) >= batchSize || i == 0 {
+			n, err := idx.AddBatch(batch)
+			st.Records += n
+			if err != nil {
+				return st, err
+			}
+			batch = batch[:0]
+		}
+	}
+	return st, nil
+}
+
+// open opens a local repository in place, or clones a URL (bare, one branch) into a temporary folder.
+func open(ctx context.Context, o Options) (*git.Repository, func(), error) {
+	if _, err := os.Stat(o.Repository); err == nil {
+		repo, err := git.PlainOpen(o.Repository)
+		if err != nil {
+			return nil, nil, fmt.Errorf("opening repository %s: %w", o.Repository, err)
+		}
+		return repo, func() {}, nil
+	}
+	dir, err := os.MkdirTemp("", "kubehistory-rebuild-")
+	if err != nil {
+		return nil, nil, err
+	}
+	cleanup := func() { _ = os.RemoveAll(dir) }
+	repo, err := git.PlainCloneContext(ctx, dir, true, &git.CloneOptions{
+		URL: o.Repository, ReferenceName: plumbing.NewBranchReferenceName(o.Branch), SingleBranch: true,
+	})
+	if err != nil {
+		cleanup()
+		return nil, nil, fmt.Errorf("cloning %s: %w", gitwriter.RedactedURL(o.Repository), err)
+	}
+	return repo, cleanup, nil
+}
+
+// branchHead finds the branch locally, or as the remote-tracking branch of the writer's cache.
+func branchHead(repo *git.Repository, branch string) (plumbing.Hash, error) {
+	for _, name := range []plumbing.ReferenceName{plumbing.NewBranchReferenceName(branch), plumbing.NewRemoteReferenceName("origin", branch)} {
+		ref, err := repo.Reference(name, true)
+		if err == nil {
+			return ref.Hash(), nil
+		}
+		if !errors.Is(err, plumbing.ErrReferenceNotFound) {
+			return plumbing.ZeroHash, err
+		}
+	}
+	return plumbing.ZeroHash, fmt.Errorf("branch %q not found in the repository", branch)
+}
+
+// message is what a writer's commit message says.
+type message struct {
+	items    []item
+	ids      []string
+	auditIDs []string
+	groups   []string
+	versions map[string]version // by path
+	markers  map[string][]historyv1alpha1.ChangeMarker
+}
+
+type item struct {
+	verb historyv1alpha1.ChangeVerb
+	obj  historyv1alpha1.ChangedObject
+}
+
+type version struct {
+	rv      string
+	deleted bool
+}
+
+// parseMessage reads the subject ("<actor>: <verb> <resource[.group]> <[namespace/]name>, ..."), the
+// body's "- " list when the subject says "and N more", and the trailers of gitwriter's commitMessage.
+func parseMessage(msg, author string) message {
+	m := message{versions: map[string]version{}, markers: map[string][]historyv1alpha1.ChangeMarker{}}
+	lines := strings.Split(msg, "\n")
+	subject := strings.TrimPrefix(lines[0], author+": ")
+	var listed []string
+	for _, l := range lines[1:] {
+		if s, ok := strings.CutPrefix(l, "- "); ok {
+			listed = append(listed, s)
+		}
+		key, value, ok := strings.Cut(l, ": ")
+		if !ok {
+			continue
+		}
+		value = strings.TrimSpace(value)
+		switch key {
+		case gitwriter.TrailerChangeID:
+			m.ids = append(m.ids, value)
+		case gitwriter.TrailerAuditID:
+			m.auditIDs = append(m.auditIDs, value)
+		case gitwriter.TrailerActorGroups:
+			m.groups = strings.Split(value, ", ")
+		case gitwriter.TrailerObjectVersion:
+			f := strings.Fields(value)
+			if len(f) < 2 {
+				continue
+			}
+			v := version{deleted: len(f) > 2 && f[2] == "deleted"}
+			if f[1] != "-" {
+				v.rv = f[1]
+			}
+			m.versions[f[0]] = v
+		case gitwriter.TrailerMarker:
+			if id, mk, ok := strings.Cut(value, " "); ok {
+				m.markers[id] = append(m.markers[id], historyv1alpha1.ChangeMarker(mk))
+			}
+		}
+	}
+	texts := strings.Split(subject, ", ")
+	if len(listed) > 0 && strings.Contains(subject, " more") {
+		texts = listed
+	}
+	for _, t := range texts {
+		if it, ok := parseItem(t); ok {
+			m.items = append(m.items, it)
+		}
+	}
+	return m
+}
+
+// parseItem reads "<verb> <resource[.group]> <[namespace/]name>"; in the subject the last one may end
+// in " and N more".
+func parseItem(s string) (item, bool) {
+	f := strings.Fields(s)
+	if len(f) < 3 {
+		return item{}, false
+	}
+	var it item
+	it.verb = historyv1alpha1.ChangeVerb(f[0])
+	it.obj.Resource, it.obj.Group, _ = strings.Cut(f[1], ".")
+	if ns, name, ok := strings.Cut(f[2], "/"); ok {
+		it.obj.Namespace, it.obj.Name = ns, name
+	} else {
+		it.obj.Name = f[2]
+	}
+	return it, true
+}
+
+// assign finds each change ID's item. An audit change's ID is derived from the destination, its audit
+// ID and its object, so trying the commit's audit IDs against its objects finds it exactly. Reconcile
+// changes derive theirs from what Git does not keep (the object's uid); they take the items in order,
+// which is how commitMessage lists them (one item per distinct verb and object).
+func assign(m message, dest change.DestinationRef) ([]item, []string) {
+	items := make([]item, len(m.ids))
+	audit := make([]string, len(m.ids))
+	found := make([]bool, len(m.ids))
+	used := make([]bool, len(m.items))
+	for i, id := range m.ids {
+		obj, a, ok := auditMatch(m, dest, id)
+		if !ok {
+			continue
+		}
+		// The audit ID names the object, not the verb: one object changed twice with different verbs is
+		// two items, listed in the order of the changes.
+		pick := -1
+		for j, it := range m.items {
+			if it.obj == obj {
+				pick = j
+				if !used[j] {
+					break
+				}
+			}
+		}
+		items[i], audit[i], found[i], used[pick] = m.items[pick], a, true, true
+	}
+	next, prev := 0, -1
+	for i := range m.ids {
+		if found[i] {
+			continue
+		}
+		for next < len(m.items) && used[next] {
+			next++
+		}
+		switch {
+		case next < len(m.items):
+			items[i], used[next], prev = m.items[next], true, next
+		case prev >= 0:
+			items[i] = m.items[prev] // a second change of an object already listed
+		case len(m.items) > 0:
+			items[i] = m.items[len(m.items)-1]
+		}
+	}
+	return items, audit
+}
+
+// auditMatch finds the object and audit ID an audit change's ID was derived from.
+func auditMatch(m message, dest change.DestinationRef, id string) (historyv1alpha1.ChangedObject, string, bool) {
+	for _, it := range m.items {
+		for _, a := range m.auditIDs {
+			if change.ID(dest, a, it.obj) == id {
+				return it.obj, a, true
+			}
+		}
+	}
+	return historyv1alpha1.ChangedObject{}, "", false
+}
+
+// records are the records of one commit, in trailer order.
+func records(repo *git.Repository, c *object.Commit, o Options) ([]change.Record, error) {
+	author := c.Author.Name
+	m := parseMessage(c.Message, author)
+	if len(m.ids) == 0 {
+		return nil, nil // not the writer's commit
+	}
+	if author == "unknown" {
+		author = ""
+	}
+	tree, err := c.Tree()
+	if err != nil {
+		return nil, err
+	}
+	var parent *object.Tree
+	if len(c.ParentHashes) > 0 {
+		pc, err := repo.CommitObject(c.ParentHashes[0])
+		if err != nil {
+			return nil, err
+		}
+		if parent, err = pc.Tree(); err != nil {
+			return nil, err
+		}
+	}
+	items, auditIDs := assign(m, o.Destination)
+	committed := metav1.NewTime(c.Committer.When)
+	out := make([]change.Record, 0, len(m.ids))
+	for i, id := range m.ids {
+		it := items[i]
+		if it.obj.Name == "" {
+			klog.InfoS("Skipping a change ID whose object the commit message does not name", "commit", c.Hash.String(), "changeID", id)
+			continue
+		}
+		path := objectPath(m.versions, it.obj)
+		_, wrote := m.versions[path]
+		old, oldOK, err := read(parent, path)
+		if err != nil {
+			return nil, err
+		}
+		cur, curOK, err := read(tree, path)
+		if err != nil {
+			return nil, err
+		}
+		obj := it.obj
+		if v, ok := m.versions[path]; ok {
+			obj.ResourceVersion = v.rv
+		}
+		content := cur
+		if !curOK {
+			content = old
+		}
+		obj.Version, obj.Kind = typeOf(content)
+		rec := change.Record{Cluster: obj.Namespace == "", Change: historyv1alpha1.Change{
+			Object:     obj,
+			Verb:       it.verb,
+			Actor:      historyv1alpha1.Actor{Username: author, Groups: m.groups},
+			Source:     historyv1alpha1.SourceAudit,
+			AuditID:    auditIDs[i],
+			ChangeID:   id,
+			ChangeTime: metav1.NewMicroTime(c.Author.When),
+			Git: historyv1alpha1.GitLink{Destination: o.Destination.Name, DestinationNamespace: o.Destination.Namespace,
+				Repository: o.RepositoryURL, Branch: o.Branch, Commit: c.Hash.String(), Path: path, CommittedAt: &committed},
+			Markers: m.markers[id],
+		}}
+		if it.verb == historyv1alpha1.VerbSeed || it.verb == historyv1alpha1.VerbOrphanDelete {
+			rec.Source = historyv1alpha1.SourceReconcile
+		} else if rec.AuditID == "" && len(m.auditIDs) == 1 {
+			rec.AuditID = m.auditIDs[0]
+		}
+		for _, mk := range rec.Markers {
+			if mk == historyv1alpha1.MarkerGap {
+				rec.Actor = historyv1alpha1.Actor{} // who made the missed changes is unknown
+			}
+		}
+		if wrote {
+			// A change that lost to a newer state of its object wrote nothing: no diff, as the writer records it.
+			rec.Diff, rec.DiffTruncated = truncateDiff(unifiedDiff(path, old, cur, oldOK, curOK), o.MaxDiffBytes)
+		}
+		out = append(out, rec)
+	}
+	return out, nil
+}
+
+// objectPath is the object's file: the Object-Version trailer's path that ends in the object's own
+// path (the destination's path prefix comes before it), or the unprefixed path when the change wrote
+// nothing (an older state that lost to a newer one).
+func objectPath(versions map[string]version, obj historyv1alpha1.ChangedObject) string {
+	rel := change.ObjectPath("", obj)
+	for p := range versions {
+		if p == rel || strings.HasSuffix(p, "/"+rel) {
+			return p
+		}
+	}
+	return rel
+}
+
+func read(tree *object.Tree, path string) ([]byte, bool, error) {
+	if tree == nil {
+		return nil, false, nil
+	}
+	f, err := tree.File(path)
+	if errors.Is(err, object.ErrFileNotFound) || errors.Is(err, object.ErrDirectoryNotFound) || errors.Is(err, object.ErrEntryNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, fmt.Errorf("reading %s: %w", path, err)
+	}
+	s, err := f.Contents()
+	if err != nil {
+		return nil, false, fmt.Errorf("reading %s: %w", path, err)
+	}
+	return []byte(s), true, nil
+}
+
+// typeOf reads the version and kind of a sanitized object file.
+func typeOf(content []byte) (string, string) {
+	var tm metav1.TypeMeta
+	if err := yaml.Unmarshal(content, &tm); err != nil {
+		return "", ""
+	}
+	gv, err := schema.ParseGroupVersion(tm.APIVersion)
+	if err != nil {
+		return "", tm.Kind
+	}
+	return gv.Version, tm.Kind
+}
+
+// unifiedDiff and truncateDiff produce the writer's diff (gitwriter's unexported helpers of the same
+// names): the git-style unified diff of one file with a/ and b/ prefixes and /dev/null for a created or
+// removed file, cut at a line boundary.
+func unifiedDiff(path string, old, cur []byte, oldExists, curExists bool) string {
+	if oldExists == curExists && string(old) == string(cur) {
+		return ""
+	}
+	from, to := "a/"+path, "b/"+path
+	var head strings.Builder
+	head.WriteString("diff --git a/" + path + " b/" + path + "\n")
+	switch {
+	case !oldExists:
+		head.WriteString("new file mode 100644\n")
+		from = "/dev/null"
+	case !curExists:
+		head.WriteString("deleted file mode 100644\n")
+		to = "/dev/null"
+	}
+	body, err := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{A: splitLines(old), B: splitLines(cur), FromFile: from, ToFile: to, Context: 3})
+	if err != nil || body == "" {
+		return ""
+	}
+	return head.String() + strings.ReplaceAll(body, noEOL+"\n", "\n\\ No newline at end of file\n")
+}
+
+const noEOL = "\x00"
+
+func splitLines(b []byte) []string {
+	if len(b) == 0 {
+		return nil
+	}
+	s := string(b)
+	if !strings.HasSuffix(s, "\n") {
+		s += noEOL + "\n"
+	}
+	return strings.SplitAfter(s, "\n")[:strings.Count(s, "\n")]
+}
+
+func truncateDiff(d string, max int) (string, bool) {
+	if len(d) <= max {
+		return d, false
+	}
+	cut := strings.LastIndex(d[:max], "\n")
+	if cut < 0 {
+		return "", true
+	}
+	return d[:cut+1], true
+}
