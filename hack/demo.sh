@@ -86,11 +86,13 @@ say "The history: kubectl get resourcechanges -n demo"
 k get resourcechanges -n demo -o wide
 say "alice's changes only (field selector)"
 k get resourcechanges -n demo --field-selector actor=alice
-name=$(kubectl get resourcechanges -n demo --field-selector actor=alice,verb=patch -o name | head -1)
-if [ -n "$name" ]; then
-  say "One change with its diff and commit: kubectl get $name -o yaml"
-  k get -n demo "$name" -o yaml
-fi
+for actor in admin alice; do
+  name=$(kubectl get resourcechanges -n demo --field-selector "actor=$actor,object.name=web" -o name | tail -1)
+  if [ -n "$name" ]; then
+    say "$actor's last change of configmap web, with its diff and commit: kubectl get $name -o yaml"
+    k get -n demo "$name" -o yaml
+  fi
+done
 say "The repository: git log"
 git --git-dir "$DEMO/history.git" log --stat --format='%h %an <%ae> %s%n%b' | head -60
 say "The Secret's value never reaches Git:"
