@@ -1,12 +1,14 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
@@ -60,11 +62,16 @@ func TestIndexRebuildFromStream(t *testing.T) {
 	}
 	args := r.Args()
 	cmd := exec.CommandContext(ctx, args[0], append([]string{"index", "rebuild", "--from=stream"}, args[1:]...)...)
-	out, err := cmd.CombinedOutput()
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("index rebuild: %v\n%s", err, out)
+		t.Fatalf("index rebuild: %v\n%s%s", err, out, stderr.Bytes())
 	}
-	t.Logf("index rebuild: %s", lastLine(out))
+	t.Logf("index rebuild: %s", strings.TrimSpace(string(out)))
+	if !strings.Contains(string(out), "records from stream KUBEHISTORY_HISTORY") {
+		t.Errorf("index rebuild said %q", out)
+	}
 	if _, err := os.Stat(indexFile); err != nil {
 		t.Fatalf("no index after the rebuild: %v", err)
 	}
@@ -91,17 +98,4 @@ func TestIndexRebuildFromStream(t *testing.T) {
 			t.Errorf("item %d: %s rv %s (%s), before %s rv %s (%s)", i, a.Name, a.ResourceVersion, a.ChangeID, b.Name, b.ResourceVersion, b.ChangeID)
 		}
 	}
-}
-
-func lastLine(out []byte) string {
-	s := string(out)
-	for len(s) > 0 && s[len(s)-1] == '\n' {
-		s = s[:len(s)-1]
-	}
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == '\n' {
-			return s[i+1:]
-		}
-	}
-	return s
 }
