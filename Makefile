@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 GO ?= go
 BIN := bin
 
-.PHONY: all build test test-unit test-e2e test-reliability generate verify demo demo-down fuzz bench clean
+.PHONY: all build test test-unit test-e2e test-reliability test-reliability-broken generate verify demo demo-down fuzz bench clean
 
 all: build
 
@@ -19,6 +19,10 @@ test-unit: ## Tests that need no control plane
 
 test-reliability: ## The reliability suite alone (KUBEHISTORY_RELIABILITY_CHANGES sets the number of changes)
 	$(GO) test -count=1 -timeout 30m -v ./test/reliability/
+
+test-reliability-broken: ## The suite against a writer that acks before pushing: it must FAIL (shows the suite can fail)
+	KUBEHISTORY_BUILD_TAGS=kubehistory_fault_ack_on_fetch $(GO) test -count=1 -timeout 30m -v ./test/reliability/ 2>&1 | grep -E '^(--- |PASS|FAIL|ok|reliability:|\s+reliability_test)'; \
+	  status=$${PIPESTATUS[0]}; if [ $$status -eq 0 ]; then echo "the broken build passed: the suite did not catch it"; exit 1; fi; echo "the broken build failed, as it must"
 
 test-e2e: ## End-to-end tests on the local control plane (builds kube-apiserver and etcd once)
 	$(GO) test -count=1 -timeout 60m -v ./test/...

@@ -260,6 +260,11 @@ func (w *Writer) collect(ctx context.Context) ([]*pending, error) {
 			if md, err := msg.Metadata(); err == nil {
 				seq = md.Sequence.Stream
 			}
+			if faultAckOnFetch {
+				// Deliberately broken build (tag kubehistory_fault_ack_on_fetch): acks before the push,
+				// to show that the reliability suite catches it. Never in a release.
+				_ = msg.Ack()
+			}
 			p := &pending{msg: msg, ch: ch, seq: seq}
 			byID[ch.ChangeID] = p
 			out = append(out, p)

@@ -42,7 +42,8 @@ func BuildKubehistory(dir string, log io.Writer) (string, error) {
 	buildOnce.Lock()
 	defer buildOnce.Unlock()
 	out := filepath.Join(dir, "kubehistory-apiserver")
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/kubehistory-apiserver")
+	// KUBEHISTORY_BUILD_TAGS builds a deliberately broken binary for the reliability suite's negative run.
+	cmd := exec.Command("go", "build", "-tags", os.Getenv("KUBEHISTORY_BUILD_TAGS"), "-o", out, "./cmd/kubehistory-apiserver")
 	cmd.Dir = RepoRoot()
 	cmd.Stdout = log
 	cmd.Stderr = log

@@ -223,9 +223,10 @@ spec:
 		return counts, list.Items, nil
 	}
 	var items []historyv1alpha1.ResourceChange
+	wait := 5 * time.Minute
 	for _, r := range kh.Replicas {
 		var counts map[key]int
-		err := framework.WaitFor(ctx, 5*time.Minute, func() error {
+		err := framework.WaitFor(ctx, wait, func() error {
 			var err error
 			counts, items, err = indexCounts(r)
 			if err != nil {
@@ -244,6 +245,7 @@ spec:
 		})
 		if err != nil {
 			t.Error(err)
+			wait = 30 * time.Second // the other replicas have had the same time already
 		}
 		for k := range expected {
 			switch n := counts[k]; {
