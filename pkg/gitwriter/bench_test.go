@@ -95,7 +95,7 @@ func BenchmarkCommit(b *testing.B) {
 				b.Fatal(err)
 			}
 			w := &Writer{cfg: Config{Destination: dest, URL: "file://" + bare, Branch: "main"}, storer: repo.Storer,
-				state: &state{ids: map[string]idState{}, paths: map[string]pathState{}}}
+				state: &state{ids: map[string]idState{}, paths: map[string]ObjectVersion{}}}
 			w.cfg.setDefaults()
 			head := ref.Hash()
 			b.ResetTimer()

@@ -6,9 +6,9 @@ import (
 	"github.com/pmezard/go-difflib/difflib"
 )
 
-// unifiedDiff is the git-style unified diff of one file (a/ and b/ prefixes, /dev/null for a created
+// UnifiedDiff is the git-style unified diff of one file (a/ and b/ prefixes, /dev/null for a created
 // or removed file), the form `git apply` accepts. Empty when nothing changed.
-func unifiedDiff(path string, old, new []byte, oldExists, newExists bool) string {
+func UnifiedDiff(path string, old, new []byte, oldExists, newExists bool) string {
 	if oldExists == newExists && string(old) == string(new) {
 		return ""
 	}
@@ -47,8 +47,8 @@ func splitLines(b []byte) []string {
 	return strings.SplitAfter(s, "\n")[:strings.Count(s, "\n")]
 }
 
-// truncateDiff cuts a diff to at most max bytes at a line boundary.
-func truncateDiff(d string, max int) (string, bool) {
+// TruncateDiff cuts a diff to at most max bytes at a line boundary.
+func TruncateDiff(d string, max int) (string, bool) {
 	if len(d) <= max {
 		return d, false
 	}

@@ -43,7 +43,7 @@ func reconcileChanges(apply, del bool, old fileState, yaml []byte) bool {
 // listed resourceVersion: no change was missed, only the rendering differs (for example a resource
 // added to sensitiveResources), and the seed keeps the reconciler as its actor. The batch is copied,
 // not modified, so that build stays pure across retries.
-func (w *Writer) classifySeeds(batch []*pending, read func(string) (fileState, error), current func(string) (pathState, bool)) ([]*pending, error) {
+func (w *Writer) classifySeeds(batch []*pending, read func(string) (fileState, error), current func(string) (ObjectVersion, bool)) ([]*pending, error) {
 	out := batch
 	copied := false
 	for i, p := range batch {

@@ -36,8 +36,8 @@ const (
 // maxScan bounds how many commits are read to rebuild the state from trailers.
 const maxScan = 200000
 
-// pathState is the newest state written for one path.
-type pathState struct {
+// ObjectVersion is the newest state written for one path.
+type ObjectVersion struct {
 	RV      string `json:"rv,omitempty"`
 	Deleted bool   `json:"d,omitempty"`
 }
@@ -69,13 +69,13 @@ type state struct {
 	file      string
 	head      plumbing.Hash
 	ids       map[string]idState
-	paths     map[string]pathState
+	paths     map[string]ObjectVersion
 	lines     int
 	retention time.Duration
 }
 
 func loadState(dir string, retention time.Duration) (*state, error) {
-	st := &state{file: filepath.Join(dir, "state.jsonl"), ids: map[string]idState{}, paths: map[string]pathState{}, retention: retention}
+	st := &state{file: filepath.Join(dir, "state.jsonl"), ids: map[string]idState{}, paths: map[string]ObjectVersion{}, retention: retention}
 	f, err := os.Open(st.file)
 	if os.IsNotExist(err) {
 		return st, nil
@@ -89,7 +89,7 @@ func loadState(dir string, retention time.Duration) (*state, error) {
 	// Entries only count once a following "h" line confirms their batch was fully written; a batch
 	// torn by a crash is recovered from the trailers instead.
 	pendingIDs := map[string]idState{}
-	pendingPaths := map[string]pathState{}
+	pendingPaths := map[string]ObjectVersion{}
 	for sc.Scan() {
 		var l journalLine
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
@@ -101,7 +101,7 @@ func loadState(dir string, retention time.Duration) (*state, error) {
 		case l.ID != "":
 			pendingIDs[l.ID] = idState{Commit: l.Commit, Time: l.Time}
 		case l.Path != "":
-			pendingPaths[l.Path] = pathState{RV: l.RV, Deleted: l.Del}
+			pendingPaths[l.Path] = ObjectVersion{RV: l.RV, Deleted: l.Del}
 		case l.Head != "":
 			for k, v := range pendingIDs {
 				st.ids[k] = v
@@ -109,7 +109,7 @@ func loadState(dir string, retention time.Duration) (*state, error) {
 			for k, v := range pendingPaths {
 				st.paths[k] = v
 			}
-			pendingIDs, pendingPaths = map[string]idState{}, map[string]pathState{}
+			pendingIDs, pendingPaths = map[string]idState{}, map[string]ObjectVersion{}
 			st.head = plumbing.NewHash(l.Head)
 		}
 	}
@@ -117,7 +117,7 @@ func loadState(dir string, retention time.Duration) (*state, error) {
 }
 
 // record appends a pushed batch and makes it durable; the journal is compacted when mostly stale.
-func (st *state) record(head plumbing.Hash, ids map[string]idState, paths map[string]pathState) error {
+func (st *state) record(head plumbing.Hash, ids map[string]idState, paths map[string]ObjectVersion) error {
 	for k, v := range ids {
 		st.ids[k] = v
 	}
@@ -181,7 +181,7 @@ func (st *state) compact() error {
 	return os.Rename(tmp, st.file)
 }
 
-func writeLines(w *bufio.Writer, head plumbing.Hash, ids map[string]idState, paths map[string]pathState) (int, error) {
+func writeLines(w *bufio.Writer, head plumbing.Hash, ids map[string]idState, paths map[string]ObjectVersion) (int, error) {
 	enc := json.NewEncoder(w)
 	n := 0
 	for k, v := range ids {
@@ -208,7 +208,7 @@ func (st *state) catchUp(s storer.EncodedObjectStorer, head plumbing.Hash) error
 		return nil
 	}
 	ids := map[string]idState{}
-	paths := map[string]pathState{}
+	paths := map[string]ObjectVersion{}
 	found := false
 	cutoff := time.Now().Add(-st.retention)
 	h := head
@@ -221,18 +221,15 @@ func (st *state) catchUp(s storer.EncodedObjectStorer, head plumbing.Hash) error
 		if err != nil {
 			return fmt.Errorf("reading commit %s: %w", h, err)
 		}
-		t, err := parseTrailers(c.Message)
-		if err != nil {
-			return err
-		}
+		t := ParseTrailers(c.Message)
 		if c.Committer.When.After(cutoff) {
-			for _, id := range t.ids {
+			for _, id := range t.IDs {
 				if _, ok := ids[id]; !ok {
 					ids[id] = idState{Commit: c.Hash.String(), Time: c.Committer.When.Unix()}
 				}
 			}
 		}
-		for p, v := range t.paths {
+		for p, v := range t.Versions {
 			// Newest first: the first version seen of a path is its current one.
 			if _, ok := paths[p]; !ok {
 				paths[p] = v
@@ -245,19 +242,29 @@ func (st *state) catchUp(s storer.EncodedObjectStorer, head plumbing.Hash) error
 	}
 	if !found {
 		klog.InfoS("Rebuilding the writer state from Git trailers", "file", st.file, "head", head.String())
-		st.paths = map[string]pathState{}
+		st.paths = map[string]ObjectVersion{}
 	}
 	return st.record(head, ids, paths)
 }
 
-type trailers struct {
-	ids     []string
-	paths   map[string]pathState
-	markers map[string][]string
+// Trailers are what a kubehistory commit message records besides its subject.
+type Trailers struct {
+	// IDs are the change IDs the commit recorded.
+	IDs []string
+	// AuditIDs are the audit IDs of those changes (audit changes only).
+	AuditIDs []string
+	// ActorGroups are the author's groups.
+	ActorGroups []string
+	// Versions are the resourceVersion (or deletion) each file was written at, by path.
+	Versions map[string]ObjectVersion
+	// Markers are the markers the writer added, by change ID.
+	Markers map[string][]string
 }
 
-func parseTrailers(msg string) (trailers, error) {
-	t := trailers{paths: map[string]pathState{}, markers: map[string][]string{}}
+// ParseTrailers reads the trailers of a commit message written by a Writer; lines that are not
+// kubehistory trailers are ignored.
+func ParseTrailers(msg string) Trailers {
+	t := Trailers{Versions: map[string]ObjectVersion{}, Markers: map[string][]string{}}
 	for _, line := range strings.Split(msg, "\n") {
 		key, value, ok := strings.Cut(line, ": ")
 		if !ok {
@@ -266,26 +273,30 @@ func parseTrailers(msg string) (trailers, error) {
 		value = strings.TrimSpace(value)
 		switch key {
 		case TrailerChangeID:
-			t.ids = append(t.ids, value)
+			t.IDs = append(t.IDs, value)
+		case TrailerAuditID:
+			t.AuditIDs = append(t.AuditIDs, value)
+		case TrailerActorGroups:
+			t.ActorGroups = strings.Split(value, ", ")
 		case TrailerObjectVersion:
 			f := strings.Fields(value)
 			if len(f) < 2 {
 				continue
 			}
-			ps := pathState{Deleted: len(f) > 2 && f[2] == "deleted"}
+			v := ObjectVersion{Deleted: len(f) > 2 && f[2] == "deleted"}
 			if f[1] != "-" {
-				ps.RV = f[1]
+				v.RV = f[1]
 			}
-			if _, seen := t.paths[f[0]]; !seen {
-				t.paths[f[0]] = ps
+			if _, seen := t.Versions[f[0]]; !seen {
+				t.Versions[f[0]] = v
 			}
 		case TrailerMarker:
 			if id, m, ok := strings.Cut(value, " "); ok {
-				t.markers[id] = append(t.markers[id], m)
+				t.Markers[id] = append(t.Markers[id], m)
 			}
 		}
 	}
-	return t, nil
+	return t
 }
 
 // olderThan reports whether resourceVersion a is older than b. Resource versions are opaque, but

@@ -38,7 +38,7 @@ func TestUnifiedDiffApplies(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			d := unifiedDiff("ns/core/configmaps/x.yaml", []byte(tc.old), []byte(tc.new), tc.oldOK, tc.newOK)
+			d := UnifiedDiff("ns/core/configmaps/x.yaml", []byte(tc.old), []byte(tc.new), tc.oldOK, tc.newOK)
 			if tc.wantEmpty {
 				if d != "" {
 					t.Fatalf("want no diff, got\n%s", d)
@@ -66,7 +66,7 @@ func TestUnifiedDiffApplies(t *testing.T) {
 			}
 		})
 	}
-	if d, cut := truncateDiff("a\nbb\nccc\n", 6); d != "a\nbb\n" || !cut {
+	if d, cut := TruncateDiff("a\nbb\nccc\n", 6); d != "a\nbb\n" || !cut {
 		t.Fatalf("truncate: %q %v", d, cut)
 	}
 }
@@ -117,23 +117,23 @@ func TestUpdateTree(t *testing.T) {
 func TestApplies(t *testing.T) {
 	tests := []struct {
 		name  string
-		cur   pathState
+		cur   ObjectVersion
 		known bool
 		rv    string
 		del   bool
 		want  bool
 	}{
-		{"unknown path", pathState{}, false, "5", false, true},
-		{"newer", pathState{RV: "5"}, true, "6", false, true},
-		{"same", pathState{RV: "5"}, true, "5", false, true},
-		{"older", pathState{RV: "10"}, true, "9", false, false},
-		{"numeric, not lexical", pathState{RV: "9"}, true, "10", false, true},
-		{"delete at the same version", pathState{RV: "5"}, true, "5", true, true},
-		{"older delete", pathState{RV: "5"}, true, "4", true, false},
-		{"state before the delete", pathState{RV: "5", Deleted: true}, true, "5", false, false},
-		{"recreated", pathState{RV: "5", Deleted: true}, true, "6", false, true},
-		{"opaque versions", pathState{RV: "abc"}, true, "abb", false, true},
-		{"unknown version", pathState{RV: "5"}, true, "", false, true},
+		{"unknown path", ObjectVersion{}, false, "5", false, true},
+		{"newer", ObjectVersion{RV: "5"}, true, "6", false, true},
+		{"same", ObjectVersion{RV: "5"}, true, "5", false, true},
+		{"older", ObjectVersion{RV: "10"}, true, "9", false, false},
+		{"numeric, not lexical", ObjectVersion{RV: "9"}, true, "10", false, true},
+		{"delete at the same version", ObjectVersion{RV: "5"}, true, "5", true, true},
+		{"older delete", ObjectVersion{RV: "5"}, true, "4", true, false},
+		{"state before the delete", ObjectVersion{RV: "5", Deleted: true}, true, "5", false, false},
+		{"recreated", ObjectVersion{RV: "5", Deleted: true}, true, "6", false, true},
+		{"opaque versions", ObjectVersion{RV: "abc"}, true, "abb", false, true},
+		{"unknown version", ObjectVersion{RV: "5"}, true, "", false, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -494,7 +494,7 @@ func bodyRV(body []byte) string {
 }
 
 // applies says whether a change may replace the newest state written for its path.
-func applies(cur pathState, known bool, rv string, del bool) bool {
+func applies(cur ObjectVersion, known bool, rv string, del bool) bool {
 	if !known || rv == "" || cur.RV == "" {
 		return true
 	}
@@ -514,7 +514,7 @@ type buildResult struct {
 	objects []plumbing.Hash
 	records []change.Record
 	ids     map[string]idState
-	paths   map[string]pathState
+	paths   map[string]ObjectVersion
 	// skipped are reconcile changes that found Git already equal to the cluster (or newer): they make
 	// neither a commit nor a record.
 	skipped map[string]bool
@@ -576,7 +576,7 @@ type fileState struct {
 // build writes the commits of a batch on top of base without touching any ref. It is pure with
 // respect to the writer's state, so a rejected push simply builds again on the new remote head.
 func (w *Writer) build(base plumbing.Hash, batch []*pending, now time.Time) (*buildResult, error) {
-	res := &buildResult{head: base, ids: map[string]idState{}, paths: map[string]pathState{}, skipped: map[string]bool{}}
+	res := &buildResult{head: base, ids: map[string]idState{}, paths: map[string]ObjectVersion{}, skipped: map[string]bool{}}
 	if len(batch) == 0 {
 		return res, nil
 	}
@@ -603,7 +603,7 @@ func (w *Writer) build(base plumbing.Hash, batch []*pending, now time.Time) (*bu
 		files[p] = f
 		return f, nil
 	}
-	current := func(p string) (pathState, bool) {
+	current := func(p string) (ObjectVersion, bool) {
 		if v, ok := res.paths[p]; ok {
 			return v, true
 		}
@@ -618,7 +618,7 @@ func (w *Writer) build(base plumbing.Hash, batch []*pending, now time.Time) (*bu
 	parent := base
 	for _, g := range groupByActor(batch) {
 		edits := map[string]treeEdit{}
-		versions := map[string]pathState{}
+		versions := map[string]ObjectVersion{}
 		first := len(res.records)
 		var latest time.Time
 		for _, p := range g.changes {
@@ -653,13 +653,13 @@ func (w *Writer) build(base plumbing.Hash, batch []*pending, now time.Time) (*bu
 					}
 				}
 				files[path] = next
-				ps := pathState{RV: p.rv(), Deleted: del}
+				ps := ObjectVersion{RV: p.rv(), Deleted: del}
 				res.paths[path], versions[path] = ps, ps
 			}
 			rec := change.Record{Change: p.ch.Change, Cluster: o.Namespace == ""}
 			rec.Markers = append(append([]historyv1alpha1.ChangeMarker(nil), p.ch.Markers...), p.markers...)
 			rec.Git = w.gitLink(path, "", committedAt)
-			rec.Diff, rec.DiffTruncated = truncateDiff(unifiedDiff(path, old.content, next.content, old.exists, next.exists), w.cfg.MaxDiffBytes)
+			rec.Diff, rec.DiffTruncated = TruncateDiff(UnifiedDiff(path, old.content, next.content, old.exists, next.exists), w.cfg.MaxDiffBytes)
 			res.records = append(res.records, rec)
 			if t := p.ch.ChangeTime.Time; t.After(latest) {
 				latest = t
@@ -749,7 +749,7 @@ func (w *Writer) authorEmail(username string) string {
 
 // commitMessage names the actor, verbs and objects in the subject ("alice: update configmaps
 // team-a/web"), lists every change in the body when the subject cannot, and ends with the trailers.
-func commitMessage(g *actorGroup, versions map[string]pathState) string {
+func commitMessage(g *actorGroup, versions map[string]ObjectVersion) string {
 	var items []string
 	seen := map[string]bool{}
 	for _, p := range g.changes {
@@ -832,12 +832,10 @@ func (w *Writer) committedRecord(p *pending) (change.Record, error) {
 		return rec, fmt.Errorf("reading commit %s of change %s: %w", h, p.ch.ChangeID, err)
 	}
 	rec.Git = w.gitLink(path, h.String(), metav1.NewTime(c.Committer.When))
-	if t, err := parseTrailers(c.Message); err == nil {
-		for _, m := range t.markers[p.ch.ChangeID] {
-			rec.Markers = append(rec.Markers, historyv1alpha1.ChangeMarker(m))
-			if historyv1alpha1.ChangeMarker(m) == historyv1alpha1.MarkerGap {
-				rec.Actor = historyv1alpha1.Actor{} // as when first committed: who made the missed changes is unknown
-			}
+	for _, m := range ParseTrailers(c.Message).Markers[p.ch.ChangeID] {
+		rec.Markers = append(rec.Markers, historyv1alpha1.ChangeMarker(m))
+		if historyv1alpha1.ChangeMarker(m) == historyv1alpha1.MarkerGap {
+			rec.Actor = historyv1alpha1.Actor{} // as when first committed: who made the missed changes is unknown
 		}
 	}
 	parentTree := plumbing.ZeroHash
@@ -856,7 +854,7 @@ func (w *Writer) committedRecord(p *pending) (change.Record, error) {
 	if err != nil {
 		return rec, err
 	}
-	rec.Diff, rec.DiffTruncated = truncateDiff(unifiedDiff(path, old, cur, oe, ce), w.cfg.MaxDiffBytes)
+	rec.Diff, rec.DiffTruncated = TruncateDiff(UnifiedDiff(path, old, cur, oe, ce), w.cfg.MaxDiffBytes)
 	return rec, nil
 }
 

@@ -14,7 +14,6 @@ import (
 	"github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/object"
-	"github.com/pmezard/go-difflib/difflib"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/klog/v2"
@@ -168,12 +167,8 @@ func branchHead(repo *git.Repository, branch string) (plumbing.Hash, error) {
 
 // message is what a writer's commit message says.
 type message struct {
-	items    []item
-	ids      []string
-	auditIDs []string
-	groups   []string
-	versions map[string]version // by path
-	markers  map[string][]historyv1alpha1.ChangeMarker
+	gitwriter.Trailers
+	items []item
 }
 
 type item struct {
@@ -181,48 +176,16 @@ type item struct {
 	obj  historyv1alpha1.ChangedObject
 }
 
-type version struct {
-	rv      string
-	deleted bool
-}
-
 // parseMessage reads the subject ("<actor>: <verb> <resource[.group]> <[namespace/]name>, ..."), the
 // body's "- " list when the subject says "and N more", and the trailers of gitwriter's commitMessage.
 func parseMessage(msg, author string) message {
-	m := message{versions: map[string]version{}, markers: map[string][]historyv1alpha1.ChangeMarker{}}
+	m := message{Trailers: gitwriter.ParseTrailers(msg)}
 	lines := strings.Split(msg, "\n")
 	subject := strings.TrimPrefix(lines[0], author+": ")
 	var listed []string
 	for _, l := range lines[1:] {
 		if s, ok := strings.CutPrefix(l, "- "); ok {
 			listed = append(listed, s)
-		}
-		key, value, ok := strings.Cut(l, ": ")
-		if !ok {
-			continue
-		}
-		value = strings.TrimSpace(value)
-		switch key {
-		case gitwriter.TrailerChangeID:
-			m.ids = append(m.ids, value)
-		case gitwriter.TrailerAuditID:
-			m.auditIDs = append(m.auditIDs, value)
-		case gitwriter.TrailerActorGroups:
-			m.groups = strings.Split(value, ", ")
-		case gitwriter.TrailerObjectVersion:
-			f := strings.Fields(value)
-			if len(f) < 2 {
-				continue
-			}
-			v := version{deleted: len(f) > 2 && f[2] == "deleted"}
-			if f[1] != "-" {
-				v.rv = f[1]
-			}
-			m.versions[f[0]] = v
-		case gitwriter.TrailerMarker:
-			if id, mk, ok := strings.Cut(value, " "); ok {
-				m.markers[id] = append(m.markers[id], historyv1alpha1.ChangeMarker(mk))
-			}
 		}
 	}
 	texts := strings.Split(subject, ", ")
@@ -260,11 +223,11 @@ func parseItem(s string) (item, bool) {
 // changes derive theirs from what Git does not keep (the object's uid); they take the items in order,
 // which is how commitMessage lists them (one item per distinct verb and object).
 func assign(m message, dest change.DestinationRef) ([]item, []string) {
-	items := make([]item, len(m.ids))
-	audit := make([]string, len(m.ids))
-	found := make([]bool, len(m.ids))
+	items := make([]item, len(m.IDs))
+	audit := make([]string, len(m.IDs))
+	found := make([]bool, len(m.IDs))
 	used := make([]bool, len(m.items))
-	for i, id := range m.ids {
+	for i, id := range m.IDs {
 		obj, a, ok := auditMatch(m, dest, id)
 		if !ok {
 			continue
@@ -283,7 +246,7 @@ func assign(m message, dest change.DestinationRef) ([]item, []string) {
 		items[i], audit[i], found[i], used[pick] = m.items[pick], a, true, true
 	}
 	next, prev := 0, -1
-	for i := range m.ids {
+	for i := range m.IDs {
 		if found[i] {
 			continue
 		}
@@ -305,7 +268,7 @@ func assign(m message, dest change.DestinationRef) ([]item, []string) {
 // auditMatch finds the object and audit ID an audit change's ID was derived from.
 func auditMatch(m message, dest change.DestinationRef, id string) (historyv1alpha1.ChangedObject, string, bool) {
 	for _, it := range m.items {
-		for _, a := range m.auditIDs {
+		for _, a := range m.AuditIDs {
 			if change.ID(dest, a, it.obj) == id {
 				return it.obj, a, true
 			}
@@ -318,7 +281,7 @@ func auditMatch(m message, dest change.DestinationRef, id string) (historyv1alph
 func records(repo *git.Repository, c *object.Commit, o Options) ([]change.Record, error) {
 	author := c.Author.Name
 	m := parseMessage(c.Message, author)
-	if len(m.ids) == 0 {
+	if len(m.IDs) == 0 {
 		return nil, nil // not the writer's commit
 	}
 	if author == "unknown" {
@@ -340,15 +303,15 @@ func records(repo *git.Repository, c *object.Commit, o Options) ([]change.Record
 	}
 	items, auditIDs := assign(m, o.Destination)
 	committed := metav1.NewTime(c.Committer.When)
-	out := make([]change.Record, 0, len(m.ids))
-	for i, id := range m.ids {
+	out := make([]change.Record, 0, len(m.IDs))
+	for i, id := range m.IDs {
 		it := items[i]
 		if it.obj.Name == "" {
 			klog.InfoS("Skipping a change ID whose object the commit message does not name", "commit", c.Hash.String(), "changeID", id)
 			continue
 		}
-		path := objectPath(m.versions, it.obj)
-		_, wrote := m.versions[path]
+		path := objectPath(m.Versions, it.obj)
+		_, wrote := m.Versions[path]
 		old, oldOK, err := read(parent, path)
 		if err != nil {
 			return nil, err
@@ -358,8 +321,8 @@ func records(repo *git.Repository, c *object.Commit, o Options) ([]change.Record
 			return nil, err
 		}
 		obj := it.obj
-		if v, ok := m.versions[path]; ok {
-			obj.ResourceVersion = v.rv
+		if v, ok := m.Versions[path]; ok {
+			obj.ResourceVersion = v.RV
 		}
 		content := cur
 		if !curOK {
@@ -369,19 +332,19 @@ func records(repo *git.Repository, c *object.Commit, o Options) ([]change.Record
 		rec := change.Record{Cluster: obj.Namespace == "", Change: historyv1alpha1.Change{
 			Object:     obj,
 			Verb:       it.verb,
-			Actor:      historyv1alpha1.Actor{Username: author, Groups: m.groups},
+			Actor:      historyv1alpha1.Actor{Username: author, Groups: m.ActorGroups},
 			Source:     historyv1alpha1.SourceAudit,
 			AuditID:    auditIDs[i],
 			ChangeID:   id,
 			ChangeTime: metav1.NewMicroTime(c.Author.When),
 			Git: historyv1alpha1.GitLink{Destination: o.Destination.Name, DestinationNamespace: o.Destination.Namespace,
 				Repository: o.RepositoryURL, Branch: o.Branch, Commit: c.Hash.String(), Path: path, CommittedAt: &committed},
-			Markers: m.markers[id],
+			Markers: markers(m.Markers[id]),
 		}}
 		if it.verb == historyv1alpha1.VerbSeed || it.verb == historyv1alpha1.VerbOrphanDelete {
 			rec.Source = historyv1alpha1.SourceReconcile
-		} else if rec.AuditID == "" && len(m.auditIDs) == 1 {
-			rec.AuditID = m.auditIDs[0]
+		} else if rec.AuditID == "" && len(m.AuditIDs) == 1 {
+			rec.AuditID = m.AuditIDs[0]
 		}
 		for _, mk := range rec.Markers {
 			if mk == historyv1alpha1.MarkerGap {
@@ -390,7 +353,7 @@ func records(repo *git.Repository, c *object.Commit, o Options) ([]change.Record
 		}
 		if wrote {
 			// A change that lost to a newer state of its object wrote nothing: no diff, as the writer records it.
-			rec.Diff, rec.DiffTruncated = truncateDiff(unifiedDiff(path, old, cur, oldOK, curOK), o.MaxDiffBytes)
+			rec.Diff, rec.DiffTruncated = gitwriter.TruncateDiff(gitwriter.UnifiedDiff(path, old, cur, oldOK, curOK), o.MaxDiffBytes)
 		}
 		out = append(out, rec)
 	}
@@ -400,7 +363,7 @@ func records(repo *git.Repository, c *object.Commit, o Options) ([]change.Record
 // objectPath is the object's file: the Object-Version trailer's path that ends in the object's own
 // path (the destination's path prefix comes before it), or the unprefixed path when the change wrote
 // nothing (an older state that lost to a newer one).
-func objectPath(versions map[string]version, obj historyv1alpha1.ChangedObject) string {
+func objectPath(versions map[string]gitwriter.ObjectVersion, obj historyv1alpha1.ChangedObject) string {
 	rel := change.ObjectPath("", obj)
 	for p := range versions {
 		if p == rel || strings.HasSuffix(p, "/"+rel) {
@@ -441,51 +404,13 @@ func typeOf(content []byte) (string, string) {
 	return gv.Version, tm.Kind
 }
 
-// unifiedDiff and truncateDiff produce the writer's diff (gitwriter's unexported helpers of the same
-// names): the git-style unified diff of one file with a/ and b/ prefixes and /dev/null for a created or
-// removed file, cut at a line boundary.
-func unifiedDiff(path string, old, cur []byte, oldExists, curExists bool) string {
-	if oldExists == curExists && string(old) == string(cur) {
-		return ""
-	}
-	from, to := "a/"+path, "b/"+path
-	var head strings.Builder
-	head.WriteString("diff --git a/" + path + " b/" + path + "\n")
-	switch {
-	case !oldExists:
-		head.WriteString("new file mode 100644\n")
-		from = "/dev/null"
-	case !curExists:
-		head.WriteString("deleted file mode 100644\n")
-		to = "/dev/null"
-	}
-	body, err := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{A: splitLines(old), B: splitLines(cur), FromFile: from, ToFile: to, Context: 3})
-	if err != nil || body == "" {
-		return ""
-	}
-	return head.String() + strings.ReplaceAll(body, noEOL+"\n", "\n\\ No newline at end of file\n")
-}
-
-const noEOL = "\x00"
-
-func splitLines(b []byte) []string {
-	if len(b) == 0 {
+func markers(m []string) []historyv1alpha1.ChangeMarker {
+	if len(m) == 0 {
 		return nil
 	}
-	s := string(b)
-	if !strings.HasSuffix(s, "\n") {
-		s += noEOL + "\n"
+	out := make([]historyv1alpha1.ChangeMarker, len(m))
+	for i := range m {
+		out[i] = historyv1alpha1.ChangeMarker(m[i])
 	}
-	return strings.SplitAfter(s, "\n")[:strings.Count(s, "\n")]
-}
-
-func truncateDiff(d string, max int) (string, bool) {
-	if len(d) <= max {
-		return d, false
-	}
-	cut := strings.LastIndex(d[:max], "\n")
-	if cut < 0 {
-		return "", true
-	}
-	return d[:cut+1], true
+	return out
 }
