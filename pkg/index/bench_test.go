@@ -27,7 +27,7 @@ const (
 	benchActors     = 100
 )
 
-const benchShape = "v2"
+const benchShape = "v3"
 
 var benchStart = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
@@ -61,7 +61,7 @@ func benchRecord(i uint64) change.Record {
 // every later run (building 1,000,000 takes minutes). A half-built file is never reused: the build
 // writes to a temporary name and renames it when complete.
 func benchIndexPath(b *testing.B, size uint64) string {
-	// The folder names the data's shape (bump benchShape when benchRecord changes) and size.
+	// The folder names the data's shape (bump benchShape when benchRecord or the file layout changes) and size.
 	dir := filepath.Join(os.TempDir(), "kubehistory-index-bench", benchShape+"-"+strconv.FormatUint(size, 10))
 	path := filepath.Join(dir, "index.db")
 	if _, err := os.Stat(path); err == nil {

@@ -200,6 +200,11 @@ func (x *Index) AddBatch(recs []SeqRecord) (int, error) {
 			last = binary.BigEndian.Uint64(v)
 		}
 		ids := tx.Bucket(bucketIDs)
+		changes := tx.Bucket(bucketChanges)
+		// Sequences only grow, so entries are appended at the end of the bucket: pages split full
+		// instead of half full (bbolt's default, for random inserts), which makes the file, and the
+		// pages a list maps, ~40 % smaller.
+		changes.FillPercent = 1.0
 		for i := range recs {
 			seq, rec := recs[i].Seq, &recs[i].Record
 			if seq <= last {
@@ -214,7 +219,7 @@ func (x *Index) AddBatch(recs []SeqRecord) (int, error) {
 			if err != nil {
 				return err
 			}
-			if err := tx.Bucket(bucketChanges).Put(seqKey(seq), data); err != nil {
+			if err := changes.Put(seqKey(seq), data); err != nil {
 				return err
 			}
 			if err := tx.Bucket(bucketNames).Put(nameKey(rec.Cluster, e.Namespace(), e.Name), seqKey(seq)); err != nil {

@@ -182,9 +182,9 @@ func BenchmarkList500ResourceChangesVsConfigMaps(b *testing.B) {
 }
 
 // benchIndex1M is the 1,000,000-change index that pkg/index's benchmarks build and cache (see
-// benchIndexPath there; "v2" is its data shape).
+// benchIndexPath there; "v3" is its data shape).
 func benchIndex1M() string {
-	return filepath.Join(os.TempDir(), "kubehistory-index-bench", "v2-1000000", "index.db")
+	return filepath.Join(os.TempDir(), "kubehistory-index-bench", "v3-1000000", "index.db")
 }
 
 // BenchmarkServeIndex1MRSS starts one more kubehistory-apiserver on a copy of the cached index of
