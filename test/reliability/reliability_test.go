@@ -127,7 +127,8 @@ spec:
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.QPS, cfg.Burst = 20, 40
+	// About two minutes of changes at this rate: time for several kills while they flow.
+	cfg.QPS, cfg.Burst = 10, 10
 	kube := kubernetes.NewForConfigOrDie(cfg)
 
 	// The driver: creates and updates; each answered change is remembered by name and resourceVersion.
