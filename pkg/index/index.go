@@ -147,7 +147,7 @@ func objectKey(cluster bool, namespace, objectName string) []byte {
 func addSecondaryIndexes(tx *bolt.Tx) error {
 	return tx.Bucket(bucketChanges).ForEach(func(k, v []byte) error {
 		var e Entry
-		if err := json.Unmarshal(v, &e); err != nil {
+		if err := entryJSON.Unmarshal(v, &e); err != nil {
 			return fmt.Errorf("decoding entry %d: %w", binary.BigEndian.Uint64(k), err)
 		}
 		return putSecondary(tx, &e)
@@ -296,7 +296,7 @@ func (x *Index) Get(cluster bool, namespace, name string) (Entry, bool, error) {
 			return nil
 		}
 		found = true
-		return json.Unmarshal(data, &e)
+		return entryJSON.Unmarshal(data, &e)
 	})
 	return e, found, err
 }
@@ -370,7 +370,7 @@ func (x *Index) List(opts ListOptions) (ListResult, error) {
 				break
 			}
 			var e Entry
-			if err := json.Unmarshal(v, &e); err != nil {
+			if err := entryJSON.Unmarshal(v, &e); err != nil {
 				return fmt.Errorf("decoding entry %d: %w", seq, err)
 			}
 			if !opts.Selects(&e) {
@@ -413,7 +413,7 @@ func (x *Index) Compact(throughSeq uint64) (int, error) {
 		c := changes.Cursor()
 		for k, v := c.First(); k != nil && binary.BigEndian.Uint64(k) <= throughSeq; k, v = c.First() {
 			var e Entry
-			if err := json.Unmarshal(v, &e); err != nil {
+			if err := entryJSON.Unmarshal(v, &e); err != nil {
 				return fmt.Errorf("decoding entry %d: %w", binary.BigEndian.Uint64(k), err)
 			}
 			if err := x.unindex(tx, &e); err != nil {
