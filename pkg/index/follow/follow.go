@@ -26,8 +26,9 @@ type Follower struct {
 	js      jetstream.JetStream
 	idx     *index.Index
 	replica string
-	// caughtUp is set once the consumer had nothing pending: the index holds everything the stream
-	// held when the replica started (readiness).
+	// caughtUp is set once the index reached the stream's last sequence as it was when the follower
+	// started: the index holds everything the stream held then (readiness). Comparing with a moving
+	// target ("nothing pending") would keep a replica unready for as long as changes keep flowing.
 	caughtUp atomic.Bool
 	lastErr  atomic.Value
 }
@@ -91,14 +92,25 @@ func (f *Follower) runRecords(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("consumer %s: %w", cfg.Durable, err)
 	}
+	var target uint64
+	if !f.caughtUp.Load() {
+		stream, err := f.js.Stream(ctx, change.HistoryStream)
+		if err != nil {
+			return fmt.Errorf("reading stream %s: %w", change.HistoryStream, err)
+		}
+		info, err := stream.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("reading stream %s: %w", change.HistoryStream, err)
+		}
+		target = info.State.LastSeq
+	}
+	f.checkCaughtUp(target)
 	for ctx.Err() == nil {
 		batch, err := cons.Fetch(100, jetstream.FetchMaxWait(time.Second))
 		if err != nil {
 			return fmt.Errorf("fetching records: %w", err)
 		}
-		n := 0
 		for msg := range batch.Messages() {
-			n++
 			if err := f.add(msg); err != nil {
 				return err
 			}
@@ -106,15 +118,20 @@ func (f *Follower) runRecords(ctx context.Context) error {
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("fetching records: %w", err)
 		}
-		if n == 0 && !f.caughtUp.Load() {
-			info, err := cons.Info(ctx)
-			if err == nil && info.NumPending == 0 && info.NumAckPending == 0 {
-				f.caughtUp.Store(true)
-				klog.InfoS("Index caught up with KUBEHISTORY_HISTORY", "replica", f.replica)
-			}
-		}
+		f.checkCaughtUp(target)
 	}
 	return nil
+}
+
+// checkCaughtUp marks the follower caught up once the index's last sequence reached target.
+func (f *Follower) checkCaughtUp(target uint64) {
+	if f.caughtUp.Load() {
+		return
+	}
+	if last, err := f.idx.LastSeq(); err == nil && last >= target {
+		f.caughtUp.Store(true)
+		klog.InfoS("Index caught up with KUBEHISTORY_HISTORY", "replica", f.replica, "seq", last)
+	}
 }
 
 func (f *Follower) add(msg jetstream.Msg) error {
