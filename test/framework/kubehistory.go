@@ -3,10 +3,13 @@ package framework
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -224,6 +227,42 @@ func (k *Kubehistory) Restart(ctx context.Context, r *Replica) error {
 		return err
 	}); err != nil {
 		return fmt.Errorf("%s not ready (log %s): %w", r.Name, filepath.Join(k.Plane.Dir, logName+".log"), err)
+	}
+	// /readyz can pass before the front-proxy CA (read from kube-system's
+	// extension-apiserver-authentication ConfigMap) is loaded; until then the aggregator's requests are
+	// anonymous. Wait until a request as the aggregator makes it is served.
+	if err := WaitFor(ctx, 30*time.Second, func() error { return k.frontProxyProbe(r) }); err != nil {
+		return fmt.Errorf("%s does not accept the aggregator's requests yet: %w", r.Name, err)
+	}
+	return nil
+}
+
+func (k *Kubehistory) frontProxyProbe(r *Replica) error {
+	pki := k.Plane.pki()
+	cert, err := tls.LoadX509KeyPair(filepath.Join(pki, "front-proxy-client.crt"), filepath.Join(pki, "front-proxy-client.key"))
+	if err != nil {
+		return err
+	}
+	caPEM, err := os.ReadFile(k.CA.CertFile)
+	if err != nil {
+		return err
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}}}}
+	req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("https://127.0.0.1:%d/apis/history.kubehistory.io/v1alpha1/resourcechanges?limit=1", r.Port), nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("X-Remote-User", "admin")
+	req.Header.Set("X-Remote-Group", "system:masters")
+	resp, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("a front-proxy request got %s", resp.Status)
 	}
 	return nil
 }
