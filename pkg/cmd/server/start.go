@@ -4,9 +4,12 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"k8s.io/apiserver/pkg/server/healthz"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
@@ -176,7 +179,18 @@ func (o *Options) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := server.GenericAPIServer.AddReadyzChecks(p.readyzChecks()...); err != nil {
+	checks := p.readyzChecks()
+	if rh := config.GenericConfig.Authentication.RequestHeaderConfig; rh != nil && rh.CAContentProvider != nil {
+		// Until the front-proxy CA is loaded from kube-system's extension-apiserver-authentication
+		// ConfigMap, the aggregator's requests are anonymous: not ready to serve them.
+		checks = append(checks, healthz.NamedCheck("front-proxy-ca-loaded", func(*http.Request) error {
+			if len(rh.CAContentProvider.CurrentCABundleContent()) == 0 {
+				return errors.New("front-proxy client CA not loaded yet")
+			}
+			return nil
+		}))
+	}
+	if err := server.GenericAPIServer.AddReadyzChecks(checks...); err != nil {
 		return err
 	}
 	server.GenericAPIServer.AddPostStartHookOrDie("start-kubehistory-pipeline", func(hookCtx genericapiserver.PostStartHookContext) error {
