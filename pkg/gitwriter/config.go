@@ -26,7 +26,7 @@ const (
 	DefaultAuthorEmailPattern = "{username}@users.kubehistory.local"
 	DefaultCommitWindow       = time.Second
 	DefaultMaxBatch           = 5000
-	DefaultAckWait            = 5 * time.Minute
+	DefaultAckWait            = 30 * time.Second
 	DefaultMaxAckPending      = 20000
 	DefaultMaxDiffBytes       = 64 << 10
 	DefaultRetryInitial       = 500 * time.Millisecond
@@ -84,8 +84,10 @@ type Config struct {
 	Identity string
 	// MaxBatch bounds the changes committed in one window.
 	MaxBatch int
-	// AckWait and MaxAckPending of the durable consumer. While a push is retried the writer extends
-	// the ack deadline of the messages it holds, so AckWait only matters after a crash.
+	// AckWait and MaxAckPending of the durable consumer. While it works on a batch the writer extends
+	// the ack deadline of its messages every AckWait/3, so AckWait only matters after a crash: it is how
+	// long a crashed writer's batch waits before it is delivered again (short, so that later changes do
+	// not overtake it by much).
 	AckWait       time.Duration
 	MaxAckPending int
 	// MaxDiffBytes bounds Record.Diff (DiffTruncated set when cut).

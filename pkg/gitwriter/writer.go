@@ -297,7 +297,31 @@ func nakAll(batch []*pending) {
 	}
 }
 
+// keepInProgress tells JetStream every interval that the batch is still being worked on, until stop.
+func keepInProgress(batch []*pending, interval time.Duration) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				for _, p := range batch {
+					_ = p.msg.InProgress()
+				}
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
 func (w *Writer) processWithRetry(ctx context.Context, batch []*pending) error {
+	// Keep the messages ours while we work on them, however long a push or an outage takes: AckWait is
+	// short so that after a crash the batch comes back quickly, before later changes overtake it.
+	stop := keepInProgress(batch, w.cfg.AckWait/3)
+	defer stop()
 	delay := w.cfg.RetryInitial
 	for {
 		err := w.process(ctx, batch)
@@ -314,10 +338,6 @@ func (w *Writer) processWithRetry(ctx context.Context, batch []*pending) error {
 		}
 		klog.ErrorS(err, "Committing changes failed; will retry", "destination", w.ref(), "changes", len(batch), "retryIn", delay)
 		w.failed(ctx, err, len(batch))
-		// Keep the messages ours while retrying, however long the outage.
-		for _, p := range batch {
-			_ = p.msg.InProgress()
-		}
 		select {
 		case <-ctx.Done():
 			nakAll(batch)

@@ -73,7 +73,10 @@ func TestReliability(t *testing.T) {
 		t.Fatal(err)
 	}
 	kh, err := plane.InstallKubehistory(ctx, framework.InstallOptions{AuditPort: auditPort,
-		ExtraArgs: []string{"--nats-url=" + nats.URL(), "--stream-replicas=3"}})
+		// The suite checks the audit path's exactly-once. A reconcile pass during the run would record an
+		// object whose audit batch kube-apiserver is still re-sending as a Gap (a known false positive when
+		// a batch is delayed past --reconcile-settle), so objects changed during the run are left alone.
+		ExtraArgs: []string{"--nats-url=" + nats.URL(), "--stream-replicas=3", "--reconcile-settle=30m"}})
 	if err != nil {
 		t.Fatal(err)
 	}
