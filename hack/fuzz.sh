@@ -12,6 +12,6 @@ for file in $targets; do
     # -fuzzminimizetime bounds the shrinking of large seeds (the EventList fixtures), which otherwise
     # looks like a hang.
     go test "$pkg" -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime 5s -parallel 2 2>&1 |
-      grep -E '^(fuzz: elapsed|PASS|FAIL|ok|---|\s+)' | tail -4
+      grep -E '^(fuzz: elapsed|PASS|FAIL|ok|---|\s+)' | tail -12
   done
 done

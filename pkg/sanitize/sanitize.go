@@ -96,7 +96,15 @@ func Sanitize(obj interface{}, opts Options) ([]byte, error) {
 	}
 	out, err := yaml.JSONToYAML(j)
 	if err != nil {
-		return nil, fmt.Errorf("sanitize: converting to YAML: %w", err)
+		// YAML cannot hold some strings JSON can (control characters such as DEL in a key or a value
+		// of a custom resource). JSON is YAML too and kubectl applies it: write the object as indented
+		// JSON rather than fail to record it.
+		var indented bytes.Buffer
+		if ierr := json.Indent(&indented, j, "", "  "); ierr != nil {
+			return nil, fmt.Errorf("sanitize: converting to YAML: %w", err)
+		}
+		indented.WriteByte('\n')
+		return indented.Bytes(), nil
 	}
 	return out, nil
 }

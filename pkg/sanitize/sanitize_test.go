@@ -159,3 +159,16 @@ func TestSanitizeIdempotent(t *testing.T) {
 		t.Fatal("resourceVersion kept")
 	}
 }
+
+// Found by FuzzSanitize: a key YAML cannot hold. The object is written as JSON (valid YAML) instead of
+// being refused, and stays parseable.
+func TestControlCharacterFallsBackToJSON(t *testing.T) {
+	out, err := Sanitize([]byte("{\"apiVersion\":\"example.com/v1\",\"kind\":\"Thing\",\"metadata\":{\"name\":\"a\"},\"spec\":{\"\x7f\":\"v\"}}"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back map[string]interface{}
+	if err := json.Unmarshal(out, &back); err != nil || back["kind"] != "Thing" {
+		t.Fatalf("output is not the object as JSON: %v\n%s", err, out)
+	}
+}
