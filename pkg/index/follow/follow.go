@@ -85,10 +85,13 @@ func (f *Follower) runRecords(ctx context.Context) error {
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cfg.OptStartSeq = last + 1
 	}
-	cons, err := f.js.Consumer(ctx, change.HistoryStream, cfg.Durable)
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
-		cons, err = f.js.CreateConsumer(ctx, change.HistoryStream, cfg)
+	// The index, not the consumer, knows where this replica is: start a fresh consumer right after the
+	// index's last sequence. Reusing the old one would deliver new records at once and the unacked ones
+	// of a crashed run only after AckWait, and the index skips sequences below its last one.
+	if err := f.js.DeleteConsumer(ctx, change.HistoryStream, cfg.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("resetting consumer %s: %w", cfg.Durable, err)
 	}
+	cons, err := f.js.CreateConsumer(ctx, change.HistoryStream, cfg)
 	if err != nil {
 		return fmt.Errorf("consumer %s: %w", cfg.Durable, err)
 	}
