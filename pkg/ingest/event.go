@@ -3,6 +3,7 @@ package ingest
 import (
 	"encoding/json"
 	"net/url"
+	"strconv"
 	"strings"
 
 	auditv1 "k8s.io/apiserver/pkg/apis/audit/v1"
@@ -64,15 +65,102 @@ type objectHead struct {
 	Items []json.RawMessage `json:"items"`
 }
 
+// parseHead reads the head of an object, skipping everything else (data, spec, managedFields, ...); ok
+// is false if raw is not a JSON object of the expected field types. Strings and items point into raw.
 func parseHead(raw []byte) (*objectHead, bool) {
 	if len(raw) == 0 {
 		return nil, false
 	}
+	s := &scanner{data: raw}
+	if s.next() != '{' {
+		return nil, false
+	}
 	h := &objectHead{}
-	if err := fastJSON.Unmarshal(raw, h); err != nil {
+	s.object(func(field string) bool {
+		switch field {
+		case "kind":
+			h.Kind = s.stringValue()
+		case "apiVersion":
+			h.APIVersion = s.stringValue()
+		case "status":
+			// Only a Status's status (a string) is kept; an object's status is skipped.
+			h.Status = nil
+			if s.next() == '"' {
+				h.Status = s.raw()
+			} else {
+				s.skip()
+			}
+		case "metadata":
+			readHeadMetadata(s, h)
+		case "items":
+			h.Items = nil
+			if s.null() {
+				return true
+			}
+			h.Items = []json.RawMessage{}
+			s.array(func() bool {
+				h.Items = append(h.Items, s.raw())
+				return true
+			})
+		default:
+			s.skip()
+		}
+		return true
+	})
+	s.end()
+	if s.err != nil {
 		return nil, false
 	}
 	return h, true
+}
+
+func readHeadMetadata(s *scanner, h *objectHead) {
+	md := &h.Metadata
+	s.object(func(field string) bool {
+		switch field {
+		case "name":
+			md.Name = s.stringValue()
+		case "namespace":
+			md.Namespace = s.stringValue()
+		case "uid":
+			md.UID = s.stringValue()
+		case "resourceVersion":
+			md.ResourceVersion = s.stringValue()
+		case "labels":
+			if s.null() {
+				md.Labels = nil
+				return true
+			}
+			if md.Labels == nil {
+				md.Labels = map[string]string{}
+			}
+			s.object(func(key string) bool {
+				md.Labels[key] = s.stringValue()
+				return true
+			})
+		case "deletionTimestamp":
+			md.DeletionTimestamp = nil
+			if !s.null() {
+				ts := s.stringValue()
+				md.DeletionTimestamp = &ts
+			}
+		case "deletionGracePeriodSeconds":
+			md.DeletionGracePeriodSeconds = nil
+			if !s.null() {
+				n, err := strconv.ParseInt(string(s.number()), 10, 64)
+				if err != nil {
+					s.fail("deletionGracePeriodSeconds: expected an integer")
+					return false
+				}
+				md.DeletionGracePeriodSeconds = &n
+			}
+		case "finalizers":
+			md.Finalizers = s.strings()
+		default:
+			s.skip()
+		}
+		return true
+	})
 }
 
 func (h *objectHead) isStatus() bool { return h != nil && h.Kind == "Status" }

@@ -1,15 +1,27 @@
 package ingest
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
+	"unicode/utf8"
 
+	jsoniter "github.com/json-iterator/go"
 	auditv1 "k8s.io/apiserver/pkg/apis/audit/v1"
 )
 
+// referenceJSON decodes into auditv1.EventList by reflection, case-sensitively like kube-apiserver: the
+// decoder DecodeEventList replaced, kept here as the reference it is held to.
+var referenceJSON = jsoniter.Config{CaseSensitive: true, ValidateJsonRawMessage: true}.Froze()
+
 // FuzzDecodeEventList feeds arbitrary bodies to the decoder and, when they decode, through the filter
-// and mapping: nothing a client sends may panic the webhook, and whatever decodes is an EventList.
+// and mapping: nothing a client sends may panic the webhook, and whatever decodes is an EventList. It
+// also holds the hand-written decoder to the reference: a body that is valid JSON and decodes by
+// reflection must decode, and map to the same changes for the same reasons.
 func FuzzDecodeEventList(f *testing.F) {
 	fixtures, err := filepath.Glob(filepath.Join("testdata", "*.json"))
 	if err != nil {
@@ -22,26 +34,63 @@ func FuzzDecodeEventList(f *testing.F) {
 		}
 		f.Add(data)
 	}
+	f.Add(iterBody(benchBody(), 0)[:4096])
 	f.Fuzz(func(t *testing.T, data []byte) {
 		list, err := DecodeEventList(data)
-		if err != nil {
-			if list != nil {
-				t.Fatal("error with a non-nil list")
+		if err == nil {
+			if list.Kind != "EventList" || list.APIVersion != auditv1.SchemeGroupVersion.String() {
+				t.Fatalf("decoded kind %q apiVersion %q", list.Kind, list.APIVersion)
+			}
+			for i := range list.Items {
+				cs, reason := EventChanges(&list.Items[i], teamAMatcher)
+				if (reason == ReasonAccepted) != (len(cs) > 0) {
+					t.Fatalf("reason %q with %d changes", reason, len(cs))
+				}
+				for _, c := range cs {
+					if c.ChangeID == "" || c.Object.Resource == "" {
+						t.Fatalf("change without ID or resource: %+v", c)
+					}
+					if len(c.Body) > 0 && !json.Valid(c.Body) {
+						t.Fatalf("change body is not valid JSON: %q", c.Body)
+					}
+				}
+			}
+		} else if list != nil {
+			t.Fatal("error with a non-nil list")
+		}
+
+		// The reference. Strings are compared only where both decoders must agree byte for byte: valid
+		// UTF-8 without \u escapes (the reference keeps invalid bytes, this decoder replaces them as
+		// encoding/json does).
+		ref := &auditv1.EventList{}
+		if !json.Valid(data) || referenceJSON.Unmarshal(data, ref) != nil || !utf8.Valid(data) || bytes.Contains(data, []byte(`\u`)) {
+			return
+		}
+		if ref.Kind != "EventList" || ref.APIVersion != auditv1.SchemeGroupVersion.String() {
+			if err == nil {
+				t.Fatalf("decoded, the reference has kind %q apiVersion %q", ref.Kind, ref.APIVersion)
 			}
 			return
 		}
-		if list.Kind != "EventList" || list.APIVersion != auditv1.SchemeGroupVersion.String() {
-			t.Fatalf("decoded kind %q apiVersion %q", list.Kind, list.APIVersion)
-		}
-		for i := range list.Items {
-			cs, reason := EventChanges(&list.Items[i], teamAMatcher)
-			if (reason == ReasonAccepted) != (len(cs) > 0) {
-				t.Fatalf("reason %q with %d changes", reason, len(cs))
+		for i := range ref.Items {
+			if (ref.Items[i].Kind != "" && ref.Items[i].Kind != "Event") || (ref.Items[i].APIVersion != "" && ref.Items[i].APIVersion != auditv1.SchemeGroupVersion.String()) {
+				return // both refuse: checked by TestDecodeEventList
 			}
-			for _, c := range cs {
-				if c.ChangeID == "" || c.Object.Resource == "" {
-					t.Fatalf("change without ID or resource: %+v", c)
-				}
+		}
+		if err != nil {
+			if errors.Is(err, errDuplicateItems) {
+				return
+			}
+			t.Fatalf("refused what the reference decodes: %v", err)
+		}
+		if len(ref.Items) != len(list.Items) {
+			t.Fatalf("%d items, the reference %d", len(list.Items), len(ref.Items))
+		}
+		for i := range ref.Items {
+			want, wantReason := EventChanges(&ref.Items[i], teamAMatcher)
+			got, gotReason := EventChanges(&list.Items[i], teamAMatcher)
+			if gotReason != wantReason || !reflect.DeepEqual(got, want) {
+				t.Fatalf("item %d: %q %+v, the reference %q %+v", i, gotReason, got, wantReason, want)
 			}
 		}
 	})

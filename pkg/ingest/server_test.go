@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"net/http"
 	"strings"
 	"testing"
@@ -296,7 +297,7 @@ func TestServerEndToEnd(t *testing.T) {
 func TestNewServerErrors(t *testing.T) {
 	pki := newTestPKI(t)
 	good := Options{BindAddress: "127.0.0.1", CertFile: pki.certFile, KeyFile: pki.keyFile, ClientCAFile: pki.caFile, MaxBodyBytes: 1}
-	pub := publisherFunc(func(context.Context, []change.Change) error { return nil })
+	pub := publisherFunc(func(context.Context, []queue.Message) error { return nil })
 	tests := []struct {
 		name   string
 		mutate func(*Options)
@@ -321,13 +322,22 @@ func TestNewServerErrors(t *testing.T) {
 	}
 }
 
-type publisherFunc func(context.Context, []change.Change) error
+type publisherFunc func(context.Context, []queue.Message) error
 
-func (f publisherFunc) Publish(ctx context.Context, cs []change.Change) error { return f(ctx, cs) }
+func (f publisherFunc) PublishSeq(ctx context.Context, seq iter.Seq2[queue.Message, error]) error {
+	var msgs []queue.Message
+	for m, err := range seq {
+		if err != nil {
+			return err
+		}
+		msgs = append(msgs, m)
+	}
+	return f(ctx, msgs)
+}
 
 func TestPublishFailureAnswers503(t *testing.T) {
 	pki := newTestPKI(t)
-	url := startServer(t, pki, Options{}, teamAMatcher, publisherFunc(func(context.Context, []change.Change) error {
+	url := startServer(t, pki, Options{}, teamAMatcher, publisherFunc(func(context.Context, []queue.Message) error {
 		return errors.New("stream full")
 	}))
 	r := mustPost(t, pki.client(t, "any-name", pki.ca, pki.caKey), url, loadFixture(t, "create-configmap.json"), http.StatusServiceUnavailable)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -62,38 +63,81 @@ func NewPublisher(nc *nats.Conn, o PublisherOptions) (*Publisher, error) {
 // JetStream exposes the JetStream context, for EnsureStreams and consumers sharing the connection.
 func (p *Publisher) JetStream() jetstream.JetStream { return p.js }
 
-// Publish sends every change to its destination's subject with Nats-Msg-Id = ChangeID, and returns nil
-// only when JetStream acknowledged all of them (a duplicate within the window counts as acknowledged: it
-// is already stored). On error, some messages may be stored and others not; the caller retries the whole
-// batch and deduplication keeps the stored ones single.
+// Message is a change encoded for KUBEHISTORY_CHANGES: its destination's subject, its Nats-Msg-Id (the
+// ChangeID) and its JSON. Encoding is split from publishing so that a caller can encode while it is
+// still busy with other work (the audit webhook maps and encodes while it decodes).
+type Message struct {
+	Subject string
+	ID      string
+	Data    []byte
+}
+
+// NewMessage encodes a change; it refuses a change without ID, which JetStream could not deduplicate.
+func NewMessage(c *change.Change) (Message, error) {
+	if c.ChangeID == "" {
+		return Message{}, fmt.Errorf("change of %s %s/%s has no change ID", c.Object.Resource, c.Object.Namespace, c.Object.Name)
+	}
+	data, err := change.Encode(c)
+	if err != nil {
+		return Message{}, fmt.Errorf("encoding change %s: %w", c.ChangeID, err)
+	}
+	return Message{Subject: c.Destination.ChangesSubject(), ID: c.ChangeID, Data: data}, nil
+}
+
+// Publish encodes the changes and publishes them as PublishMessages does.
 func (p *Publisher) Publish(ctx context.Context, changes []change.Change) error {
-	if len(changes) == 0 {
-		return nil
+	msgs := make([]Message, 0, len(changes))
+	for i := range changes {
+		m, err := NewMessage(&changes[i])
+		if err != nil {
+			return err
+		}
+		msgs = append(msgs, m)
 	}
-	if !p.nc.IsConnected() {
-		return ErrNotConnected
-	}
+	return p.PublishMessages(ctx, msgs)
+}
+
+// PublishMessages publishes msgs as PublishSeq does.
+func (p *Publisher) PublishMessages(ctx context.Context, msgs []Message) error {
+	return p.PublishSeq(ctx, func(yield func(Message, error) bool) {
+		for _, m := range msgs {
+			if !yield(m, nil) {
+				return
+			}
+		}
+	})
+}
+
+// PublishSeq sends every message of msgs to its subject with its Nats-Msg-Id as soon as msgs yields it,
+// so that JetStream stores the first while the caller still makes the next (the audit webhook maps and
+// encodes its batch this way). It returns nil only when JetStream acknowledged all of them (a duplicate
+// within the window counts as acknowledged: it is already stored). An error yielded by msgs stops the
+// batch and is returned. On error, some messages may be stored and others not; the caller retries the
+// whole batch and deduplication keeps the stored ones single.
+//
+// A sequence without messages succeeds even while NATS is unreachable: there is nothing to store.
+func (p *Publisher) PublishSeq(ctx context.Context, msgs iter.Seq2[Message, error]) error {
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
 
-	futures := make([]jetstream.PubAckFuture, 0, len(changes))
-	for i := range changes {
-		c := &changes[i]
-		if c.ChangeID == "" {
-			return fmt.Errorf("change %d (%s %s/%s) has no change ID", i, c.Object.Resource, c.Object.Namespace, c.Object.Name)
-		}
-		data, err := change.Encode(c)
+	var futures []jetstream.PubAckFuture
+	for m, err := range msgs {
 		if err != nil {
-			return fmt.Errorf("encoding change %s: %w", c.ChangeID, err)
+			return err
 		}
-		msg := &nats.Msg{Subject: c.Destination.ChangesSubject(), Data: data, Header: nats.Header{}}
-		f, err := p.js.PublishMsgAsync(msg,
-			jetstream.WithMsgID(c.ChangeID),
+		if len(futures) == 0 && !p.nc.IsConnected() {
+			return ErrNotConnected
+		}
+		if m.ID == "" {
+			return fmt.Errorf("message %d on %s has no ID", len(futures), m.Subject)
+		}
+		f, err := p.js.PublishMsgAsync(&nats.Msg{Subject: m.Subject, Data: m.Data, Header: nats.Header{}},
+			jetstream.WithMsgID(m.ID),
 			jetstream.WithExpectStream(change.ChangesStream),
 			jetstream.WithStallWait(p.timeout),
 		)
 		if err != nil {
-			return fmt.Errorf("publishing change %s: %w", c.ChangeID, err)
+			return fmt.Errorf("publishing change %s: %w", m.ID, err)
 		}
 		futures = append(futures, f)
 	}
@@ -109,11 +153,11 @@ func (p *Publisher) Publish(ctx context.Context, changes []change.Change) error 
 				firstErr = err
 			}
 		case <-ctx.Done():
-			return fmt.Errorf("waiting for JetStream acknowledgements of %d changes: %w", len(changes), ctx.Err())
+			return fmt.Errorf("waiting for JetStream acknowledgements of %d changes: %w", len(futures), ctx.Err())
 		}
 	}
 	if failed > 0 {
-		return fmt.Errorf("%d of %d changes not acknowledged by JetStream: %w", failed, len(changes), firstErr)
+		return fmt.Errorf("%d of %d changes not acknowledged by JetStream: %w", failed, len(futures), firstErr)
 	}
 	return nil
 }
