@@ -181,6 +181,51 @@ func (s *scanner) stringValue() string {
 	return ""
 }
 
+// skipStringValue passes over a string or null.
+func (s *scanner) skipStringValue() {
+	switch s.next() {
+	case '"':
+		s.skipString()
+	case 'n':
+		s.null()
+	default:
+		if s.err == nil {
+			s.fail("expected a string")
+		}
+	}
+}
+
+// unescape unquotes the body of an ASCII string with the common escapes; ok is false for a \u escape,
+// left to encoding/json.
+func unescape(raw []byte) (string, bool) {
+	out := make([]byte, 0, len(raw))
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		if c != '\\' {
+			out = append(out, c)
+			continue
+		}
+		i++ // the scanner checked that an escape is complete
+		switch raw[i] {
+		case '"', '\\', '/':
+			out = append(out, raw[i])
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		default:
+			return "", false
+		}
+	}
+	return string(out), true
+}
+
 // strings reads an array of strings; a null reads as nil.
 func (s *scanner) strings() []string {
 	if s.null() {
@@ -229,6 +274,11 @@ func (s *scanner) str() string {
 		case c == '"':
 			raw := s.data[start:i]
 			s.pos = i + 1
+			if slow && !high {
+				if out, ok := unescape(raw); ok {
+					return out
+				}
+			}
 			if slow || (high && !utf8.Valid(raw)) {
 				var out string
 				if err := json.Unmarshal(s.data[start-1:i+1], &out); err != nil {
