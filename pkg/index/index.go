@@ -81,13 +81,14 @@ type Index struct {
 // served from the page cache.
 const ReleaseEvery = 1024
 
-// releaseReadPages counts n entries read and unmaps the file's pages once ReleaseEvery were.
-func (x *Index) releaseReadPages(n int) {
-	if x.read.Add(int64(n)) < ReleaseEvery {
+// releaseReadPages counts an entry read in tx and unmaps the file's pages once ReleaseEvery were, so
+// that even one long scan keeps only so many mapped.
+func (x *Index) releaseReadPages(tx *bolt.Tx) {
+	if x.read.Add(1) < ReleaseEvery {
 		return
 	}
 	x.read.Store(0)
-	if err := x.dropMappedPages(); err != nil {
+	if err := x.dropMappedPages(tx); err != nil {
 		klog.V(2).InfoS("Could not unmap the index file's pages", "err", err)
 	}
 }
@@ -376,8 +377,6 @@ type ListResult struct {
 // List returns entries in sequence order (which is commit order).
 func (x *Index) List(opts ListOptions) (ListResult, error) {
 	var res ListResult
-	read := 0
-	defer func() { x.releaseReadPages(read) }() // after the read transaction: bbolt transactions must not nest
 	err := x.db.View(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		if v := meta.Get(keyLastSeq); v != nil {
@@ -396,7 +395,7 @@ func (x *Index) List(opts ListOptions) (ListResult, error) {
 			if v == nil {
 				break
 			}
-			read++
+			x.releaseReadPages(tx)
 			var e Entry
 			if err := entryJSON.Unmarshal(v, &e); err != nil {
 				return fmt.Errorf("decoding entry %d: %w", seq, err)
