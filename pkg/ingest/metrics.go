@@ -33,7 +33,7 @@ var (
 		Namespace:      "kubehistory",
 		Subsystem:      "ingest",
 		Name:           "publish_duration_seconds",
-		Help:           "Time from the start of publishing a batch to the last JetStream acknowledgement.",
+		Help:           "Time from the start of publishing a batch (its changes are mapped and encoded as they are published) to the last JetStream acknowledgement.",
 		Buckets:        metrics.ExponentialBuckets(0.001, 2, 14),
 		StabilityLevel: metrics.ALPHA,
 	})
