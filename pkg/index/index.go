@@ -68,6 +68,9 @@ type Index struct {
 	mu   sync.Mutex
 	subs map[*Subscription]struct{}
 
+	// recent keeps the newest entries decoded (recent.go).
+	recent *recentCache
+
 	// read counts the entries lists have read since their pages were last dropped from the process
 	// (releaseReadPages).
 	read atomic.Int64
@@ -134,7 +137,14 @@ func openWithTimeout(path string, timeout time.Duration) (*Index, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("initializing index %s: %w", path, err)
 	}
-	return &Index{db: db, subs: map[*Subscription]struct{}{}}, nil
+	x := &Index{db: db, subs: map[*Subscription]struct{}{}, recent: &recentCache{}}
+	last, err := x.LastSeq()
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("reading index %s: %w", path, err)
+	}
+	x.recent.advance(last)
+	return x, nil
 }
 
 // Close closes the file.
@@ -218,8 +228,9 @@ func (x *Index) AddBatch(recs []SeqRecord) (int, error) {
 		}
 	}
 	var added []Entry
+	var decoded []*Entry
 	err := x.db.Update(func(tx *bolt.Tx) error {
-		added = added[:0]
+		added, decoded = added[:0], decoded[:0]
 		meta := tx.Bucket(bucketMeta)
 		var last uint64
 		if v := meta.Get(keyLastSeq); v != nil {
@@ -258,6 +269,12 @@ func (x *Index) AddBatch(recs []SeqRecord) (int, error) {
 				return err
 			}
 			added = append(added, e)
+			// Cached as a reader decodes it from the file, so that the cache serves exactly that.
+			var stored Entry
+			if err := entryJSON.Unmarshal(data, &stored); err != nil {
+				return fmt.Errorf("decoding entry %d: %w", seq, err)
+			}
+			decoded = append(decoded, &stored)
 		}
 		if err := meta.Put(keyLastSeq, seqKey(last)); err != nil {
 			return err
@@ -269,8 +286,9 @@ func (x *Index) AddBatch(recs []SeqRecord) (int, error) {
 	}
 	// After the commit: a subscriber that reads the index after subscribing sees every entry either
 	// in what it reads or here, and drops the ones it read by sequence.
-	for _, e := range added {
-		x.notify(e)
+	for i := range added {
+		x.recent.put(decoded[i])
+		x.notify(added[i])
 	}
 	return len(added), nil
 }
@@ -322,7 +340,7 @@ func (x *Index) Get(cluster bool, namespace, name string) (Entry, bool, error) {
 			return nil
 		}
 		found = true
-		return entryJSON.Unmarshal(data, &e)
+		return x.decode(binary.BigEndian.Uint64(seq), data, &e)
 	})
 	return e, found, err
 }
@@ -395,9 +413,9 @@ func (x *Index) List(opts ListOptions) (ListResult, error) {
 			if v == nil {
 				break
 			}
-			x.releaseReadPages(tx)
+			x.releaseReadPages(tx) // the cursor maps the entry's page even when it is cached
 			var e Entry
-			if err := entryJSON.Unmarshal(v, &e); err != nil {
+			if err := x.decode(seq, v, &e); err != nil {
 				return fmt.Errorf("decoding entry %d: %w", seq, err)
 			}
 			if !opts.Selects(&e) {
@@ -424,6 +442,21 @@ func (x *Index) List(opts ListOptions) (ListResult, error) {
 		err = nil
 	}
 	return res, err
+}
+
+// decode reads the entry of seq, stored as data, from the recent cache or else from data (and caches it
+// when recent).
+func (x *Index) decode(seq uint64, data []byte, e *Entry) error {
+	if p := x.recent.get(seq); p != nil {
+		*e = *p
+		return nil
+	}
+	if err := entryJSON.Unmarshal(data, e); err != nil {
+		return err
+	}
+	cached := *e
+	x.recent.put(&cached)
+	return nil
 }
 
 // Compact removes the entries with a sequence at or below throughSeq (the index retention; Git keeps

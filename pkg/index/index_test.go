@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"testing"
 	"time"
 
@@ -184,6 +185,7 @@ func TestSecondaryIndexes(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+	x.recent = &recentCache{} // the entries decoded when added are cached: read them from the file
 	seqs := func(items []Entry) []uint64 {
 		out := []uint64{}
 		for _, e := range items {
@@ -274,5 +276,53 @@ func TestSecondaryIndexes(t *testing.T) {
 	})
 	if err != nil {
 		t.Error(err)
+	}
+}
+
+// TestRecentCache checks that the newest entries are served from memory, equal to what the file holds,
+// and that entries older than the window are not cached (they would push out newer ones).
+func TestRecentCache(t *testing.T) {
+	x, err := Open(filepath.Join(t.TempDir(), "index.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = x.Close() }()
+	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
+	const n = RecentEntries + 100
+	var batch []SeqRecord
+	for seq := uint64(1); seq <= n; seq++ {
+		batch = append(batch, SeqRecord{Seq: seq, Record: rec(fmt.Sprintf("id-%d", seq), "a", fmt.Sprintf("cm-%d", seq%7), t0.Add(time.Duration(seq)*time.Second))})
+	}
+	if _, err := x.AddBatch(batch); err != nil {
+		t.Fatal(err)
+	}
+	if x.recent.get(n) == nil || x.recent.get(n-RecentEntries+1) == nil {
+		t.Error("the newest entries are not cached after AddBatch")
+	}
+	if x.recent.get(100) != nil {
+		t.Error("an entry older than the window is cached")
+	}
+	fromCache, err := x.List(ListOptions{Namespace: "a", AfterSeq: n - 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.recent = &recentCache{}
+	x.recent.advance(n)
+	fromFile, err := x.List(ListOptions{Namespace: "a", AfterSeq: n - 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fromCache.Items) != 50 || !reflect.DeepEqual(fromCache.Items, fromFile.Items) {
+		t.Fatalf("cached list (%d items) differs from the file's (%d items)", len(fromCache.Items), len(fromFile.Items))
+	}
+	if x.recent.get(n) == nil {
+		t.Error("an entry read from the file is not cached")
+	}
+	old, err := x.List(ListOptions{Namespace: "a", Limit: 10})
+	if err != nil || len(old.Items) != 10 {
+		t.Fatalf("old entries: %d, %v", len(old.Items), err)
+	}
+	if x.recent.get(1) != nil {
+		t.Error("reading an old entry cached it")
 	}
 }
