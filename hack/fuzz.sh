@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 FUZZTIME=${FUZZTIME:-20s}
-targets=$(grep -rl --include='*_test.go' '^func Fuzz' pkg | sort)
+targets=$(grep -rl --include='*_test.go' '^func Fuzz' apis pkg | sort)
 for file in $targets; do
   pkg=./$(dirname "$file")
   for name in $(grep -o '^func Fuzz[A-Za-z0-9_]*' "$file" | sed 's/^func //'); do

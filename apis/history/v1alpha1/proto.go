@@ -1,0 +1,620 @@
+package v1alpha1
+
+import (
+	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Protobuf for the history types, so that clients get them as they get built-in objects from
+// kube-apiserver (client-go's typed clients ask for protobuf first). Written by hand on protowire rather
+// than generated with go-to-protobuf, which needs protoc; the wire format follows Kubernetes'
+// conventions (as in k8s.io/api's generated.proto): TypeMeta travels in the runtime.Unknown envelope,
+// metadata is field 1, list items field 2, embedded metav1 types use their own marshalling. Field
+// numbers are part of the API: never reuse or renumber one. TestProtobufRoundTrip fills every field by
+// reflection and checks that it survives, and FuzzProtobufUnmarshal that no input panics.
+//
+// message ChangedObject { group = 1; version = 2; resource = 3; kind = 4; namespace = 5; name = 6;
+//   uid = 7; resourceVersion = 8 }
+// message Impersonator { username = 1; uid = 2; repeated groups = 3 }
+// message Actor { username = 1; uid = 2; repeated groups = 3; Impersonator impersonator = 4;
+//   userAgent = 5; repeated sourceIPs = 6 }
+// message GitLink { destination = 1; destinationNamespace = 2; repository = 3; branch = 4; commit = 5;
+//   path = 6; Time committedAt = 7 }
+// message Change { ChangedObject object = 1; verb = 2; Actor actor = 3; source = 4; auditID = 5;
+//   changeID = 6; requestURI = 7; MicroTime changeTime = 8; GitLink git = 9; diff = 10;
+//   bool diffTruncated = 11; repeated markers = 12 }
+// message ResourceChange, ClusterResourceChange { ObjectMeta metadata = 1; Change change = 2 }
+// message OrphanFile { path = 1; reason = 2 }
+// message RepoStatus { ObjectMeta metadata = 1; repository = 2; branch = 3; headCommit = 4;
+//   Time lastPushTime = 5; Time lastChangeTime = 6; int64 pendingChanges = 7;
+//   int64 committedChanges = 8; lastError = 9; Time lastErrorTime = 10; writer = 11;
+//   repeated OrphanFile orphans = 12; repeated Condition conditions = 13 }
+// message *List { ListMeta metadata = 1; repeated items = 2 }
+// (unnamed types are strings)
+
+// protoMarshaler is what the nested metav1 types offer.
+type protoMarshaler interface{ Marshal() ([]byte, error) }
+
+func pbString(b []byte, n protowire.Number, s string) []byte {
+	if s == "" {
+		return b
+	}
+	b = protowire.AppendTag(b, n, protowire.BytesType)
+	return protowire.AppendString(b, s)
+}
+
+func pbStrings(b []byte, n protowire.Number, ss []string) []byte {
+	for _, s := range ss {
+		b = protowire.AppendTag(b, n, protowire.BytesType)
+		b = protowire.AppendString(b, s)
+	}
+	return b
+}
+
+func pbMessage(b []byte, n protowire.Number, m []byte) []byte {
+	b = protowire.AppendTag(b, n, protowire.BytesType)
+	return protowire.AppendBytes(b, m)
+}
+
+func pbNested(b []byte, n protowire.Number, m protoMarshaler) ([]byte, error) {
+	data, err := m.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	return pbMessage(b, n, data), nil
+}
+
+func pbVarint(b []byte, n protowire.Number, v uint64) []byte {
+	if v == 0 {
+		return b
+	}
+	b = protowire.AppendTag(b, n, protowire.VarintType)
+	return protowire.AppendVarint(b, v)
+}
+
+// pbFields calls field for every field of a message: v is the content of a length-delimited field, x
+// the value of a varint. Fields of other wire types are skipped.
+func pbFields(data []byte, field func(n protowire.Number, typ protowire.Type, v []byte, x uint64) error) error {
+	for len(data) > 0 {
+		n, typ, l := protowire.ConsumeTag(data)
+		if l < 0 {
+			return fmt.Errorf("protobuf: %w", protowire.ParseError(l))
+		}
+		data = data[l:]
+		var v []byte
+		var x uint64
+		switch typ {
+		case protowire.BytesType:
+			v, l = protowire.ConsumeBytes(data)
+		case protowire.VarintType:
+			x, l = protowire.ConsumeVarint(data)
+		default:
+			l = protowire.ConsumeFieldValue(n, typ, data)
+		}
+		if l < 0 {
+			return fmt.Errorf("protobuf: field %d: %w", n, protowire.ParseError(l))
+		}
+		data = data[l:]
+		if typ != protowire.BytesType && typ != protowire.VarintType {
+			continue
+		}
+		if err := field(n, typ, v, x); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+var errWireType = errors.New("protobuf: unexpected wire type")
+
+// want checks a field's wire type.
+func want(typ, wantTyp protowire.Type) error {
+	if typ != wantTyp {
+		return errWireType
+	}
+	return nil
+}
+
+// Marshal and Unmarshal of the nested types.
+
+func (m *ChangedObject) appendProto(b []byte) []byte {
+	b = pbString(b, 1, m.Group)
+	b = pbString(b, 2, m.Version)
+	b = pbString(b, 3, m.Resource)
+	b = pbString(b, 4, m.Kind)
+	b = pbString(b, 5, m.Namespace)
+	b = pbString(b, 6, m.Name)
+	b = pbString(b, 7, m.UID)
+	return pbString(b, 8, m.ResourceVersion)
+}
+
+func (m *ChangedObject) unmarshalProto(data []byte) error {
+	return pbFields(data, func(n protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+		if n < 1 || n > 8 {
+			return nil
+		}
+		if err := want(typ, protowire.BytesType); err != nil {
+			return err
+		}
+		s := string(v)
+		switch n {
+		case 1:
+			m.Group = s
+		case 2:
+			m.Version = s
+		case 3:
+			m.Resource = s
+		case 4:
+			m.Kind = s
+		case 5:
+			m.Namespace = s
+		case 6:
+			m.Name = s
+		case 7:
+			m.UID = s
+		case 8:
+			m.ResourceVersion = s
+		}
+		return nil
+	})
+}
+
+func (m *Impersonator) appendProto(b []byte) []byte {
+	b = pbString(b, 1, m.Username)
+	b = pbString(b, 2, m.UID)
+	return pbStrings(b, 3, m.Groups)
+}
+
+func (m *Impersonator) unmarshalProto(data []byte) error {
+	return pbFields(data, func(n protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+		if n < 1 || n > 3 {
+			return nil
+		}
+		if err := want(typ, protowire.BytesType); err != nil {
+			return err
+		}
+		switch n {
+		case 1:
+			m.Username = string(v)
+		case 2:
+			m.UID = string(v)
+		case 3:
+			m.Groups = append(m.Groups, string(v))
+		}
+		return nil
+	})
+}
+
+func (m *Actor) appendProto(b []byte) []byte {
+	b = pbString(b, 1, m.Username)
+	b = pbString(b, 2, m.UID)
+	b = pbStrings(b, 3, m.Groups)
+	if m.Impersonator != nil {
+		b = pbMessage(b, 4, m.Impersonator.appendProto(nil))
+	}
+	b = pbString(b, 5, m.UserAgent)
+	return pbStrings(b, 6, m.SourceIPs)
+}
+
+func (m *Actor) unmarshalProto(data []byte) error {
+	return pbFields(data, func(n protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+		if n < 1 || n > 6 {
+			return nil
+		}
+		if err := want(typ, protowire.BytesType); err != nil {
+			return err
+		}
+		switch n {
+		case 1:
+			m.Username = string(v)
+		case 2:
+			m.UID = string(v)
+		case 3:
+			m.Groups = append(m.Groups, string(v))
+		case 4:
+			if m.Impersonator == nil {
+				m.Impersonator = &Impersonator{}
+			}
+			return m.Impersonator.unmarshalProto(v)
+		case 5:
+			m.UserAgent = string(v)
+		case 6:
+			m.SourceIPs = append(m.SourceIPs, string(v))
+		}
+		return nil
+	})
+}
+
+func (m *GitLink) appendProto(b []byte) ([]byte, error) {
+	b = pbString(b, 1, m.Destination)
+	b = pbString(b, 2, m.DestinationNamespace)
+	b = pbString(b, 3, m.Repository)
+	b = pbString(b, 4, m.Branch)
+	b = pbString(b, 5, m.Commit)
+	b = pbString(b, 6, m.Path)
+	if m.CommittedAt != nil {
+		return pbNested(b, 7, m.CommittedAt)
+	}
+	return b, nil
+}
+
+func (m *GitLink) unmarshalProto(data []byte) error {
+	return pbFields(data, func(n protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+		if n < 1 || n > 7 {
+			return nil
+		}
+		if err := want(typ, protowire.BytesType); err != nil {
+			return err
+		}
+		switch n {
+		case 1:
+			m.Destination = string(v)
+		case 2:
+			m.DestinationNamespace = string(v)
+		case 3:
+			m.Repository = string(v)
+		case 4:
+			m.Branch = string(v)
+		case 5:
+			m.Commit = string(v)
+		case 6:
+			m.Path = string(v)
+		case 7:
+			m.CommittedAt = &metav1.Time{}
+			return m.CommittedAt.Unmarshal(v)
+		}
+		return nil
+	})
+}
+
+func (m *Change) appendProto(b []byte) ([]byte, error) {
+	b = pbMessage(b, 1, m.Object.appendProto(nil))
+	b = pbString(b, 2, string(m.Verb))
+	b = pbMessage(b, 3, m.Actor.appendProto(nil))
+	b = pbString(b, 4, string(m.Source))
+	b = pbString(b, 5, m.AuditID)
+	b = pbString(b, 6, m.ChangeID)
+	b = pbString(b, 7, m.RequestURI)
+	b, err := pbNested(b, 8, &m.ChangeTime)
+	if err != nil {
+		return nil, err
+	}
+	git, err := m.Git.appendProto(nil)
+	if err != nil {
+		return nil, err
+	}
+	b = pbMessage(b, 9, git)
+	b = pbString(b, 10, m.Diff)
+	if m.DiffTruncated {
+		b = pbVarint(b, 11, 1)
+	}
+	for _, mk := range m.Markers {
+		b = protowire.AppendTag(b, 12, protowire.BytesType)
+		b = protowire.AppendString(b, string(mk))
+	}
+	return b, nil
+}
+
+func (m *Change) unmarshalProto(data []byte) error {
+	return pbFields(data, func(n protowire.Number, typ protowire.Type, v []byte, x uint64) error {
+		if n < 1 || n > 12 {
+			return nil
+		}
+		if n == 11 {
+			if err := want(typ, protowire.VarintType); err != nil {
+				return err
+			}
+			m.DiffTruncated = x != 0
+			return nil
+		}
+		if err := want(typ, protowire.BytesType); err != nil {
+			return err
+		}
+		switch n {
+		case 1:
+			return m.Object.unmarshalProto(v)
+		case 2:
+			m.Verb = ChangeVerb(v)
+		case 3:
+			return m.Actor.unmarshalProto(v)
+		case 4:
+			m.Source = ChangeSource(v)
+		case 5:
+			m.AuditID = string(v)
+		case 6:
+			m.ChangeID = string(v)
+		case 7:
+			m.RequestURI = string(v)
+		case 8:
+			return m.ChangeTime.Unmarshal(v)
+		case 9:
+			return m.Git.unmarshalProto(v)
+		case 10:
+			m.Diff = string(v)
+		case 12:
+			m.Markers = append(m.Markers, ChangeMarker(v))
+		}
+		return nil
+	})
+}
+
+// marshalChangeObject writes the shape ResourceChange and ClusterResourceChange share.
+func marshalChangeObject(meta *metav1.ObjectMeta, c *Change) ([]byte, error) {
+	b, err := pbNested(nil, 1, meta)
+	if err != nil {
+		return nil, err
+	}
+	change, err := c.appendProto(nil)
+	if err != nil {
+		return nil, err
+	}
+	return pbMessage(b, 2, change), nil
+}
+
+func unmarshalChangeObject(data []byte, meta *metav1.ObjectMeta, c *Change) error {
+	return pbFields(data, func(n protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+		switch n {
+		case 1:
+			if err := want(typ, protowire.BytesType); err != nil {
+				return err
+			}
+			return meta.Unmarshal(v)
+		case 2:
+			if err := want(typ, protowire.BytesType); err != nil {
+				return err
+			}
+			return c.unmarshalProto(v)
+		}
+		return nil
+	})
+}
+
+// marshalList writes a list: metadata, then each item's message.
+func marshalList(meta *metav1.ListMeta, n int, item func(i int) ([]byte, error)) ([]byte, error) {
+	b, err := pbNested(nil, 1, meta)
+	if err != nil {
+		return nil, err
+	}
+	for i := 0; i < n; i++ {
+		data, err := item(i)
+		if err != nil {
+			return nil, err
+		}
+		b = pbMessage(b, 2, data)
+	}
+	return b, nil
+}
+
+func unmarshalList(data []byte, meta *metav1.ListMeta, item func(v []byte) error) error {
+	return pbFields(data, func(n protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+		switch n {
+		case 1:
+			if err := want(typ, protowire.BytesType); err != nil {
+				return err
+			}
+			return meta.Unmarshal(v)
+		case 2:
+			if err := want(typ, protowire.BytesType); err != nil {
+				return err
+			}
+			return item(v)
+		}
+		return nil
+	})
+}
+
+// ResourceChange
+
+// Marshal implements the protobuf marshalling of the apimachinery protobuf serializer.
+func (m *ResourceChange) Marshal() ([]byte, error) { return marshalChangeObject(&m.ObjectMeta, &m.Change) }
+
+// Unmarshal implements the protobuf unmarshalling of the apimachinery protobuf serializer.
+func (m *ResourceChange) Unmarshal(data []byte) error {
+	return unmarshalChangeObject(data, &m.ObjectMeta, &m.Change)
+}
+
+// Reset clears m before Unmarshal.
+func (m *ResourceChange) Reset() { *m = ResourceChange{} }
+
+// ProtoMessage marks a protobuf message.
+func (*ResourceChange) ProtoMessage() {}
+
+// Marshal implements the protobuf marshalling of the apimachinery protobuf serializer.
+func (m *ResourceChangeList) Marshal() ([]byte, error) {
+	return marshalList(&m.ListMeta, len(m.Items), func(i int) ([]byte, error) { return m.Items[i].Marshal() })
+}
+
+// Unmarshal implements the protobuf unmarshalling of the apimachinery protobuf serializer.
+func (m *ResourceChangeList) Unmarshal(data []byte) error {
+	return unmarshalList(data, &m.ListMeta, func(v []byte) error {
+		m.Items = append(m.Items, ResourceChange{})
+		return m.Items[len(m.Items)-1].Unmarshal(v)
+	})
+}
+
+// Reset clears m before Unmarshal.
+func (m *ResourceChangeList) Reset() { *m = ResourceChangeList{} }
+
+// ProtoMessage marks a protobuf message.
+func (*ResourceChangeList) ProtoMessage() {}
+
+// ClusterResourceChange
+
+// Marshal implements the protobuf marshalling of the apimachinery protobuf serializer.
+func (m *ClusterResourceChange) Marshal() ([]byte, error) {
+	return marshalChangeObject(&m.ObjectMeta, &m.Change)
+}
+
+// Unmarshal implements the protobuf unmarshalling of the apimachinery protobuf serializer.
+func (m *ClusterResourceChange) Unmarshal(data []byte) error {
+	return unmarshalChangeObject(data, &m.ObjectMeta, &m.Change)
+}
+
+// Reset clears m before Unmarshal.
+func (m *ClusterResourceChange) Reset() { *m = ClusterResourceChange{} }
+
+// ProtoMessage marks a protobuf message.
+func (*ClusterResourceChange) ProtoMessage() {}
+
+// Marshal implements the protobuf marshalling of the apimachinery protobuf serializer.
+func (m *ClusterResourceChangeList) Marshal() ([]byte, error) {
+	return marshalList(&m.ListMeta, len(m.Items), func(i int) ([]byte, error) { return m.Items[i].Marshal() })
+}
+
+// Unmarshal implements the protobuf unmarshalling of the apimachinery protobuf serializer.
+func (m *ClusterResourceChangeList) Unmarshal(data []byte) error {
+	return unmarshalList(data, &m.ListMeta, func(v []byte) error {
+		m.Items = append(m.Items, ClusterResourceChange{})
+		return m.Items[len(m.Items)-1].Unmarshal(v)
+	})
+}
+
+// Reset clears m before Unmarshal.
+func (m *ClusterResourceChangeList) Reset() { *m = ClusterResourceChangeList{} }
+
+// ProtoMessage marks a protobuf message.
+func (*ClusterResourceChangeList) ProtoMessage() {}
+
+// RepoStatus
+
+func (m *OrphanFile) appendProto(b []byte) []byte {
+	b = pbString(b, 1, m.Path)
+	return pbString(b, 2, m.Reason)
+}
+
+func (m *OrphanFile) unmarshalProto(data []byte) error {
+	return pbFields(data, func(n protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+		if n < 1 || n > 2 {
+			return nil
+		}
+		if err := want(typ, protowire.BytesType); err != nil {
+			return err
+		}
+		if n == 1 {
+			m.Path = string(v)
+		} else {
+			m.Reason = string(v)
+		}
+		return nil
+	})
+}
+
+// Marshal implements the protobuf marshalling of the apimachinery protobuf serializer.
+func (m *RepoStatus) Marshal() ([]byte, error) {
+	b, err := pbNested(nil, 1, &m.ObjectMeta)
+	if err != nil {
+		return nil, err
+	}
+	b = pbString(b, 2, m.Repository)
+	b = pbString(b, 3, m.Branch)
+	b = pbString(b, 4, m.HeadCommit)
+	for _, t := range []struct {
+		n protowire.Number
+		t *metav1.Time
+	}{{5, m.LastPushTime}, {6, m.LastChangeTime}} {
+		if t.t != nil {
+			if b, err = pbNested(b, t.n, t.t); err != nil {
+				return nil, err
+			}
+		}
+	}
+	b = pbVarint(b, 7, uint64(m.PendingChanges))
+	b = pbVarint(b, 8, uint64(m.CommittedChanges))
+	b = pbString(b, 9, m.LastError)
+	if m.LastErrorTime != nil {
+		if b, err = pbNested(b, 10, m.LastErrorTime); err != nil {
+			return nil, err
+		}
+	}
+	b = pbString(b, 11, m.Writer)
+	for i := range m.Orphans {
+		b = pbMessage(b, 12, m.Orphans[i].appendProto(nil))
+	}
+	for i := range m.Conditions {
+		if b, err = pbNested(b, 13, &m.Conditions[i]); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// Unmarshal implements the protobuf unmarshalling of the apimachinery protobuf serializer.
+func (m *RepoStatus) Unmarshal(data []byte) error {
+	return pbFields(data, func(n protowire.Number, typ protowire.Type, v []byte, x uint64) error {
+		if n < 1 || n > 13 {
+			return nil
+		}
+		if n == 7 || n == 8 {
+			if err := want(typ, protowire.VarintType); err != nil {
+				return err
+			}
+			if n == 7 {
+				m.PendingChanges = int64(x)
+			} else {
+				m.CommittedChanges = int64(x)
+			}
+			return nil
+		}
+		if err := want(typ, protowire.BytesType); err != nil {
+			return err
+		}
+		switch n {
+		case 1:
+			return m.ObjectMeta.Unmarshal(v)
+		case 2:
+			m.Repository = string(v)
+		case 3:
+			m.Branch = string(v)
+		case 4:
+			m.HeadCommit = string(v)
+		case 5:
+			m.LastPushTime = &metav1.Time{}
+			return m.LastPushTime.Unmarshal(v)
+		case 6:
+			m.LastChangeTime = &metav1.Time{}
+			return m.LastChangeTime.Unmarshal(v)
+		case 9:
+			m.LastError = string(v)
+		case 10:
+			m.LastErrorTime = &metav1.Time{}
+			return m.LastErrorTime.Unmarshal(v)
+		case 11:
+			m.Writer = string(v)
+		case 12:
+			m.Orphans = append(m.Orphans, OrphanFile{})
+			return m.Orphans[len(m.Orphans)-1].unmarshalProto(v)
+		case 13:
+			m.Conditions = append(m.Conditions, metav1.Condition{})
+			return m.Conditions[len(m.Conditions)-1].Unmarshal(v)
+		}
+		return nil
+	})
+}
+
+// Reset clears m before Unmarshal.
+func (m *RepoStatus) Reset() { *m = RepoStatus{} }
+
+// ProtoMessage marks a protobuf message.
+func (*RepoStatus) ProtoMessage() {}
+
+// Marshal implements the protobuf marshalling of the apimachinery protobuf serializer.
+func (m *RepoStatusList) Marshal() ([]byte, error) {
+	return marshalList(&m.ListMeta, len(m.Items), func(i int) ([]byte, error) { return m.Items[i].Marshal() })
+}
+
+// Unmarshal implements the protobuf unmarshalling of the apimachinery protobuf serializer.
+func (m *RepoStatusList) Unmarshal(data []byte) error {
+	return unmarshalList(data, &m.ListMeta, func(v []byte) error {
+		m.Items = append(m.Items, RepoStatus{})
+		return m.Items[len(m.Items)-1].Unmarshal(v)
+	})
+}
+
+// Reset clears m before Unmarshal.
+func (m *RepoStatusList) Reset() { *m = RepoStatusList{} }
+
+// ProtoMessage marks a protobuf message.
+func (*RepoStatusList) ProtoMessage() {}
