@@ -409,7 +409,9 @@ func unmarshalList(data []byte, meta *metav1.ListMeta, item func(v []byte) error
 // ResourceChange
 
 // Marshal implements the protobuf marshalling of the apimachinery protobuf serializer.
-func (m *ResourceChange) Marshal() ([]byte, error) { return marshalChangeObject(&m.ObjectMeta, &m.Change) }
+func (m *ResourceChange) Marshal() ([]byte, error) {
+	return marshalChangeObject(&m.ObjectMeta, &m.Change)
+}
 
 // Unmarshal implements the protobuf unmarshalling of the apimachinery protobuf serializer.
 func (m *ResourceChange) Unmarshal(data []byte) error {
