@@ -329,7 +329,25 @@ func TestHistoryKubectlWatch(t *testing.T) {
 // initial events and the initial-events-end bookmark) and waits for a new change in its store.
 func TestHistoryInformer(t *testing.T) {
 	setupHistory(t)
-	client := restConfigFor(t, env.plane.AdminKubeconfig)
+	// client-go clients get the history API as JSON by default and as protobuf when they ask for it,
+	// as kube-apiserver's built-in types: the informer (list, then watch) must work with both.
+	for _, contentType := range []string{"application/json", "application/vnd.kubernetes.protobuf"} {
+		t.Run(contentType, func(t *testing.T) {
+			cfg, err := clientcmd.BuildConfigFromFlags("", env.plane.AdminKubeconfig)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.ContentType = contentType
+			client, err := versioned.NewForConfig(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			testInformer(t, client, "informer-sees-"+strings.TrimPrefix(contentType[strings.LastIndex(contentType, "/")+1:], "vnd.kubernetes."))
+		})
+	}
+}
+
+func testInformer(t *testing.T, client versioned.Interface, name string) {
 	factory := externalversions.NewSharedInformerFactoryWithOptions(client, 0, externalversions.WithNamespace(historyNS))
 	inf := factory.History().V1alpha1().ResourceChanges()
 	informer := inf.Informer()
@@ -346,18 +364,18 @@ func TestHistoryInformer(t *testing.T) {
 	if err != nil || len(items) < minHistory {
 		t.Fatalf("synced store holds %d changes (%v), want at least %d", len(items), err, minHistory)
 	}
-	kubectl(t, "-n", historyNS, "create", "configmap", "informer-sees", "--from-literal=a=b")
+	kubectl(t, "-n", historyNS, "create", "configmap", name, "--from-literal=a=b")
 	if err := framework.WaitFor(ctx, 90*time.Second, func() error {
 		items, err := inf.Lister().ResourceChanges(historyNS).List(labels.Everything())
 		if err != nil {
 			return err
 		}
 		for _, it := range items {
-			if it.Object.Name == "informer-sees" && it.Verb == historyv1alpha1.VerbCreate {
+			if it.Object.Name == name && it.Verb == historyv1alpha1.VerbCreate && it.Git.Commit != "" && it.Actor.Username != "" {
 				return nil
 			}
 		}
-		return fmt.Errorf("the informer's %d changes miss informer-sees", len(items))
+		return fmt.Errorf("the informer's %d changes miss %s", len(items), name)
 	}); err != nil {
 		t.Fatal(err)
 	}
