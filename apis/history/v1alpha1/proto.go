@@ -36,7 +36,36 @@ import (
 // (unnamed types are strings)
 
 // protoMarshaler is what the nested metav1 types offer.
-type protoMarshaler interface{ Marshal() ([]byte, error) }
+type protoMarshaler interface {
+	Size() int
+	MarshalToSizedBuffer([]byte) (int, error)
+}
+
+// Sizes, so that a message is written once into a buffer of the right size.
+
+func sizeString(s string) int {
+	if s == "" {
+		return 0
+	}
+	return 1 + protowire.SizeBytes(len(s))
+}
+
+func sizeStrings(ss []string) (n int) {
+	for _, s := range ss {
+		n += 1 + protowire.SizeBytes(len(s))
+	}
+	return n
+}
+
+// sizeMessage is the size of a field holding a message of size l (field numbers here are < 16).
+func sizeMessage(l int) int { return 1 + protowire.SizeBytes(l) }
+
+func sizeVarint(v uint64) int {
+	if v == 0 {
+		return 0
+	}
+	return 1 + protowire.SizeVarint(v)
+}
 
 func pbString(b []byte, n protowire.Number, s string) []byte {
 	if s == "" {
@@ -59,12 +88,23 @@ func pbMessage(b []byte, n protowire.Number, m []byte) []byte {
 	return protowire.AppendBytes(b, m)
 }
 
+// pbNested writes a metav1 message in place.
 func pbNested(b []byte, n protowire.Number, m protoMarshaler) ([]byte, error) {
-	data, err := m.Marshal()
-	if err != nil {
+	l := m.Size()
+	b = protowire.AppendTag(b, n, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(l))
+	start := len(b)
+	b = append(b, make([]byte, l)...)
+	if _, err := m.MarshalToSizedBuffer(b[start:]); err != nil {
 		return nil, err
 	}
-	return pbMessage(b, n, data), nil
+	return b, nil
+}
+
+// pbHeader writes the tag and length of a message field whose content the caller appends next.
+func pbHeader(b []byte, n protowire.Number, l int) []byte {
+	b = protowire.AppendTag(b, n, protowire.BytesType)
+	return protowire.AppendVarint(b, uint64(l))
 }
 
 func pbVarint(b []byte, n protowire.Number, v uint64) []byte {
@@ -131,6 +171,11 @@ func (m *ChangedObject) appendProto(b []byte) []byte {
 	return pbString(b, 8, m.ResourceVersion)
 }
 
+func (m *ChangedObject) protoSize() int {
+	return sizeString(m.Group) + sizeString(m.Version) + sizeString(m.Resource) + sizeString(m.Kind) +
+		sizeString(m.Namespace) + sizeString(m.Name) + sizeString(m.UID) + sizeString(m.ResourceVersion)
+}
+
 func (m *ChangedObject) unmarshalProto(data []byte) error {
 	return pbFields(data, func(n protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
 		if n < 1 || n > 8 {
@@ -168,6 +213,10 @@ func (m *Impersonator) appendProto(b []byte) []byte {
 	return pbStrings(b, 3, m.Groups)
 }
 
+func (m *Impersonator) protoSize() int {
+	return sizeString(m.Username) + sizeString(m.UID) + sizeStrings(m.Groups)
+}
+
 func (m *Impersonator) unmarshalProto(data []byte) error {
 	return pbFields(data, func(n protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
 		if n < 1 || n > 3 {
@@ -193,10 +242,18 @@ func (m *Actor) appendProto(b []byte) []byte {
 	b = pbString(b, 2, m.UID)
 	b = pbStrings(b, 3, m.Groups)
 	if m.Impersonator != nil {
-		b = pbMessage(b, 4, m.Impersonator.appendProto(nil))
+		b = m.Impersonator.appendProto(pbHeader(b, 4, m.Impersonator.protoSize()))
 	}
 	b = pbString(b, 5, m.UserAgent)
 	return pbStrings(b, 6, m.SourceIPs)
+}
+
+func (m *Actor) protoSize() int {
+	n := sizeString(m.Username) + sizeString(m.UID) + sizeStrings(m.Groups) + sizeString(m.UserAgent) + sizeStrings(m.SourceIPs)
+	if m.Impersonator != nil {
+		n += sizeMessage(m.Impersonator.protoSize())
+	}
+	return n
 }
 
 func (m *Actor) unmarshalProto(data []byte) error {
@@ -241,6 +298,15 @@ func (m *GitLink) appendProto(b []byte) ([]byte, error) {
 	return b, nil
 }
 
+func (m *GitLink) protoSize() int {
+	n := sizeString(m.Destination) + sizeString(m.DestinationNamespace) + sizeString(m.Repository) +
+		sizeString(m.Branch) + sizeString(m.Commit) + sizeString(m.Path)
+	if m.CommittedAt != nil {
+		n += sizeMessage(m.CommittedAt.Size())
+	}
+	return n
+}
+
 func (m *GitLink) unmarshalProto(data []byte) error {
 	return pbFields(data, func(n protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
 		if n < 1 || n > 7 {
@@ -270,10 +336,23 @@ func (m *GitLink) unmarshalProto(data []byte) error {
 	})
 }
 
+func (m *Change) protoSize() int {
+	n := sizeMessage(m.Object.protoSize()) + sizeString(string(m.Verb)) + sizeMessage(m.Actor.protoSize()) +
+		sizeString(string(m.Source)) + sizeString(m.AuditID) + sizeString(m.ChangeID) + sizeString(m.RequestURI) +
+		sizeMessage(m.ChangeTime.Size()) + sizeMessage(m.Git.protoSize()) + sizeString(m.Diff)
+	if m.DiffTruncated {
+		n += sizeVarint(1)
+	}
+	for _, mk := range m.Markers {
+		n += 1 + protowire.SizeBytes(len(mk))
+	}
+	return n
+}
+
 func (m *Change) appendProto(b []byte) ([]byte, error) {
-	b = pbMessage(b, 1, m.Object.appendProto(nil))
+	b = m.Object.appendProto(pbHeader(b, 1, m.Object.protoSize()))
 	b = pbString(b, 2, string(m.Verb))
-	b = pbMessage(b, 3, m.Actor.appendProto(nil))
+	b = m.Actor.appendProto(pbHeader(b, 3, m.Actor.protoSize()))
 	b = pbString(b, 4, string(m.Source))
 	b = pbString(b, 5, m.AuditID)
 	b = pbString(b, 6, m.ChangeID)
@@ -282,11 +361,9 @@ func (m *Change) appendProto(b []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	git, err := m.Git.appendProto(nil)
-	if err != nil {
+	if b, err = m.Git.appendProto(pbHeader(b, 9, m.Git.protoSize())); err != nil {
 		return nil, err
 	}
-	b = pbMessage(b, 9, git)
 	b = pbString(b, 10, m.Diff)
 	if m.DiffTruncated {
 		b = pbVarint(b, 11, 1)
@@ -342,16 +419,20 @@ func (m *Change) unmarshalProto(data []byte) error {
 }
 
 // marshalChangeObject writes the shape ResourceChange and ClusterResourceChange share.
+func sizeChangeObject(meta *metav1.ObjectMeta, c *Change) int {
+	return sizeMessage(meta.Size()) + sizeMessage(c.protoSize())
+}
+
+func appendChangeObject(b []byte, meta *metav1.ObjectMeta, c *Change) ([]byte, error) {
+	b, err := pbNested(b, 1, meta)
+	if err != nil {
+		return nil, err
+	}
+	return c.appendProto(pbHeader(b, 2, c.protoSize()))
+}
+
 func marshalChangeObject(meta *metav1.ObjectMeta, c *Change) ([]byte, error) {
-	b, err := pbNested(nil, 1, meta)
-	if err != nil {
-		return nil, err
-	}
-	change, err := c.appendProto(nil)
-	if err != nil {
-		return nil, err
-	}
-	return pbMessage(b, 2, change), nil
+	return appendChangeObject(make([]byte, 0, sizeChangeObject(meta, c)), meta, c)
 }
 
 func unmarshalChangeObject(data []byte, meta *metav1.ObjectMeta, c *Change) error {
@@ -372,18 +453,22 @@ func unmarshalChangeObject(data []byte, meta *metav1.ObjectMeta, c *Change) erro
 	})
 }
 
-// marshalList writes a list: metadata, then each item's message.
-func marshalList(meta *metav1.ListMeta, n int, item func(i int) ([]byte, error)) ([]byte, error) {
-	b, err := pbNested(nil, 1, meta)
+// marshalList writes a list: metadata, then each item's message, in one buffer of the right size.
+func marshalList(meta *metav1.ListMeta, n int, size func(i int) int, item func(b []byte, i int) ([]byte, error)) ([]byte, error) {
+	sizes := make([]int, n)
+	total := sizeMessage(meta.Size())
+	for i := range sizes {
+		sizes[i] = size(i)
+		total += sizeMessage(sizes[i])
+	}
+	b, err := pbNested(make([]byte, 0, total), 1, meta)
 	if err != nil {
 		return nil, err
 	}
 	for i := 0; i < n; i++ {
-		data, err := item(i)
-		if err != nil {
+		if b, err = item(pbHeader(b, 2, sizes[i]), i); err != nil {
 			return nil, err
 		}
-		b = pbMessage(b, 2, data)
 	}
 	return b, nil
 }
@@ -426,7 +511,11 @@ func (*ResourceChange) ProtoMessage() {}
 
 // Marshal implements the protobuf marshalling of the apimachinery protobuf serializer.
 func (m *ResourceChangeList) Marshal() ([]byte, error) {
-	return marshalList(&m.ListMeta, len(m.Items), func(i int) ([]byte, error) { return m.Items[i].Marshal() })
+	return marshalList(&m.ListMeta, len(m.Items),
+		func(i int) int { return sizeChangeObject(&m.Items[i].ObjectMeta, &m.Items[i].Change) },
+		func(b []byte, i int) ([]byte, error) {
+			return appendChangeObject(b, &m.Items[i].ObjectMeta, &m.Items[i].Change)
+		})
 }
 
 // Unmarshal implements the protobuf unmarshalling of the apimachinery protobuf serializer.
@@ -463,7 +552,11 @@ func (*ClusterResourceChange) ProtoMessage() {}
 
 // Marshal implements the protobuf marshalling of the apimachinery protobuf serializer.
 func (m *ClusterResourceChangeList) Marshal() ([]byte, error) {
-	return marshalList(&m.ListMeta, len(m.Items), func(i int) ([]byte, error) { return m.Items[i].Marshal() })
+	return marshalList(&m.ListMeta, len(m.Items),
+		func(i int) int { return sizeChangeObject(&m.Items[i].ObjectMeta, &m.Items[i].Change) },
+		func(b []byte, i int) ([]byte, error) {
+			return appendChangeObject(b, &m.Items[i].ObjectMeta, &m.Items[i].Change)
+		})
 }
 
 // Unmarshal implements the protobuf unmarshalling of the apimachinery protobuf serializer.
@@ -604,7 +697,16 @@ func (*RepoStatus) ProtoMessage() {}
 
 // Marshal implements the protobuf marshalling of the apimachinery protobuf serializer.
 func (m *RepoStatusList) Marshal() ([]byte, error) {
-	return marshalList(&m.ListMeta, len(m.Items), func(i int) ([]byte, error) { return m.Items[i].Marshal() })
+	items := make([][]byte, len(m.Items))
+	for i := range m.Items {
+		var err error
+		if items[i], err = m.Items[i].Marshal(); err != nil {
+			return nil, err
+		}
+	}
+	return marshalList(&m.ListMeta, len(items),
+		func(i int) int { return len(items[i]) },
+		func(b []byte, i int) ([]byte, error) { return append(b, items[i]...), nil })
 }
 
 // Unmarshal implements the protobuf unmarshalling of the apimachinery protobuf serializer.

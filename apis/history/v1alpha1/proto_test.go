@@ -85,6 +85,12 @@ func TestProtobufRoundTrip(t *testing.T) {
 			if err := ser.Encode(obj, &buf); err != nil {
 				t.Fatal(err)
 			}
+			if rc, ok := obj.(*ResourceChange); ok {
+				data, _ := rc.Marshal()
+				if want := sizeChangeObject(&rc.ObjectMeta, &rc.Change); len(data) != want {
+					t.Errorf("encoded %d bytes, computed size %d", len(data), want)
+				}
+			}
 			back, _, err := ser.Decode(buf.Bytes(), nil, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -139,6 +145,9 @@ func FuzzProtobufUnmarshal(f *testing.F) {
 			back := reflect.New(reflect.TypeOf(obj).Elem()).Interface().(interface{ Unmarshal([]byte) error })
 			if err := back.Unmarshal(again); err != nil {
 				t.Fatalf("%T: its own encoding does not decode: %v", obj, err)
+			}
+			if rc, ok := m.(*ResourceChange); ok && len(again) != sizeChangeObject(&rc.ObjectMeta, &rc.Change) {
+				t.Fatalf("encoded %d bytes, computed size %d", len(again), sizeChangeObject(&rc.ObjectMeta, &rc.Change))
 			}
 			a, _ := json.Marshal(m)
 			b, _ := json.Marshal(back)
