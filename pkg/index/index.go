@@ -269,12 +269,16 @@ func (x *Index) AddBatch(recs []SeqRecord) (int, error) {
 				return err
 			}
 			added = append(added, e)
-			// Cached as a reader decodes it from the file, so that the cache serves exactly that.
-			var stored Entry
-			if err := entryJSON.Unmarshal(data, &stored); err != nil {
-				return fmt.Errorf("decoding entry %d: %w", seq, err)
+			// Cached as a reader decodes it from the file, so that the cache serves exactly that; a
+			// rebuild's large batches decode only their newest entries.
+			var stored *Entry
+			if newest := recs[len(recs)-1].Seq; seq+RecentEntries > newest {
+				stored = &Entry{}
+				if err := entryJSON.Unmarshal(data, stored); err != nil {
+					return fmt.Errorf("decoding entry %d: %w", seq, err)
+				}
 			}
-			decoded = append(decoded, &stored)
+			decoded = append(decoded, stored)
 		}
 		if err := meta.Put(keyLastSeq, seqKey(last)); err != nil {
 			return err
@@ -287,7 +291,9 @@ func (x *Index) AddBatch(recs []SeqRecord) (int, error) {
 	// After the commit: a subscriber that reads the index after subscribing sees every entry either
 	// in what it reads or here, and drops the ones it read by sequence.
 	for i := range added {
-		x.recent.put(decoded[i])
+		if decoded[i] != nil {
+			x.recent.put(decoded[i])
+		}
 		x.notify(added[i])
 	}
 	return len(added), nil
