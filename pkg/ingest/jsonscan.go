@@ -248,9 +248,38 @@ const (
 // result points into the body; otherwise encoding/json unquotes it, for the same result (U+FFFD for
 // invalid UTF-8 and lone surrogates).
 func (s *scanner) str() string {
+	start := s.pos
+	raw, escaped, high := s.scanString()
+	switch {
+	case s.err != nil:
+		return ""
+	case escaped && !high:
+		if out, ok := unescape(raw); ok {
+			return out
+		}
+	case !escaped && (!high || utf8.Valid(raw)):
+		if len(raw) == 0 {
+			return ""
+		}
+		return unsafe.String(&raw[0], len(raw))
+	}
+	var out string
+	if err := json.Unmarshal(s.data[start:s.pos], &out); err != nil {
+		s.pos = start
+		s.fail("invalid string: %v", err)
+		return ""
+	}
+	return out
+}
+
+// skipString passes over a string without unquoting it.
+func (s *scanner) skipString() { s.scanString() }
+
+// scanString checks the string at pos (which holds its opening quote) and moves past it, returning its
+// content as it is in the body, whether it holds escapes and whether it holds non-ASCII bytes.
+func (s *scanner) scanString() (raw []byte, escaped, high bool) {
 	start := s.pos + 1
 	i := start
-	slow, high := false, false
 	for {
 		// Eight bytes at a time while none is a quote, a backslash or a control character.
 		for i+8 <= len(s.data) {
@@ -267,37 +296,18 @@ func (s *scanner) str() string {
 		if i >= len(s.data) {
 			s.pos = i
 			s.fail("unterminated string")
-			return ""
+			return nil, false, false
 		}
-		c := s.data[i]
-		switch {
+		switch c := s.data[i]; {
 		case c == '"':
-			raw := s.data[start:i]
 			s.pos = i + 1
-			if slow && !high {
-				if out, ok := unescape(raw); ok {
-					return out
-				}
-			}
-			if slow || (high && !utf8.Valid(raw)) {
-				var out string
-				if err := json.Unmarshal(s.data[start-1:i+1], &out); err != nil {
-					s.pos = start - 1
-					s.fail("invalid string: %v", err)
-					return ""
-				}
-				return out
-			}
-			if len(raw) == 0 {
-				return ""
-			}
-			return unsafe.String(&raw[0], len(raw))
+			return s.data[start:i], escaped, high
 		case c == '\\':
-			slow = true
+			escaped = true
 			if i+1 >= len(s.data) {
 				s.pos = i
 				s.fail("unterminated string")
-				return ""
+				return nil, false, false
 			}
 			switch s.data[i+1] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
@@ -306,18 +316,18 @@ func (s *scanner) str() string {
 				if i+6 > len(s.data) || !isHex(s.data[i+2]) || !isHex(s.data[i+3]) || !isHex(s.data[i+4]) || !isHex(s.data[i+5]) {
 					s.pos = i
 					s.fail("invalid \\u escape in string")
-					return ""
+					return nil, false, false
 				}
 				i += 6
 			default:
 				s.pos = i
 				s.fail("invalid escape in string")
-				return ""
+				return nil, false, false
 			}
 		case c < 0x20:
 			s.pos = i
 			s.fail("invalid control character in string")
-			return ""
+			return nil, false, false
 		default:
 			high = high || c >= utf8.RuneSelf
 			i++
@@ -394,61 +404,6 @@ func (s *scanner) skip() {
 		s.number()
 	case s.err == nil:
 		s.fail("expected a value")
-	}
-}
-
-// skipString passes over a string without unquoting it.
-func (s *scanner) skipString() {
-	start := s.pos
-	i := start + 1
-	for {
-		for i+8 <= len(s.data) {
-			v := binary.LittleEndian.Uint64(s.data[i:])
-			quote := v ^ (ones * '"')
-			backslash := v ^ (ones * '\\')
-			special := ((quote - ones) &^ quote) | ((backslash - ones) &^ backslash) | (v - ones*0x20)
-			if (special&^v)&highs != 0 {
-				break
-			}
-			i += 8
-		}
-		if i >= len(s.data) {
-			s.pos = i
-			s.fail("unterminated string")
-			return
-		}
-		switch c := s.data[i]; {
-		case c == '"':
-			s.pos = i + 1
-			return
-		case c == '\\':
-			if i+1 >= len(s.data) {
-				s.pos = i
-				s.fail("unterminated string")
-				return
-			}
-			switch s.data[i+1] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				i += 2
-			case 'u':
-				if i+6 > len(s.data) || !isHex(s.data[i+2]) || !isHex(s.data[i+3]) || !isHex(s.data[i+4]) || !isHex(s.data[i+5]) {
-					s.pos = i
-					s.fail("invalid \\u escape in string")
-					return
-				}
-				i += 6
-			default:
-				s.pos = i
-				s.fail("invalid escape in string")
-				return
-			}
-		case c < 0x20:
-			s.pos = i
-			s.fail("invalid control character in string")
-			return
-		default:
-			i++
-		}
 	}
 }
 
