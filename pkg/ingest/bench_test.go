@@ -220,14 +220,14 @@ func BenchmarkDecodeEventList400(b *testing.B) {
 }
 
 func BenchmarkMapAndEncode400(b *testing.B) {
-	list, err := DecodeEventList(iterBody(benchBody(), 0))
+	decoded, err := decodeEvents(iterBody(benchBody(), 0))
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		for j := range list.Items {
-			cs, _ := EventChanges(&list.Items[j], benchMatcher)
+		for j := range decoded {
+			cs, _ := eventChanges(&decoded[j].Event, decoded[j].head, benchMatcher)
 			for k := range cs {
 				if _, err := change.Encode(&cs[k]); err != nil {
 					b.Fatal(err)

@@ -26,33 +26,43 @@ import (
 // encoding/json. The strings and response objects of the events point into data, which must not change
 // while the list is in use.
 func DecodeEventList(data []byte) (*auditv1.EventList, error) {
-	list := &auditv1.EventList{}
-	kind, apiVersion, err := decodeEvents(data, func(chunk []auditv1.Event) { list.Items = append(list.Items, chunk...) })
+	events, err := decodeEvents(data)
 	if err != nil {
 		return nil, err
 	}
-	list.Kind, list.APIVersion = kind, apiVersion
+	list := &auditv1.EventList{
+		TypeMeta: metav1.TypeMeta{Kind: "EventList", APIVersion: auditv1.SchemeGroupVersion.String()},
+		Items:    make([]auditv1.Event, len(events)),
+	}
+	for i := range events {
+		list.Items[i] = events[i].Event
+	}
 	return list, nil
+}
+
+// decodedEvent is an audit event with the head of its response object, read in the same pass over
+// the body (nil when the response object is absent or not an object of the expected shape), so that
+// mapping the event does not scan the object again.
+type decodedEvent struct {
+	auditv1.Event
+	head *objectHead
 }
 
 var errDuplicateItems = errors.New("malformed audit EventList: more than one \"items\" field")
 
-// eventChunk is how many events decodeEvents hands over at a time.
-const eventChunk = 32
-
-// decodeEvents decodes an EventList and hands its events to emit in chunks, in order, as soon as each
-// chunk is decoded, so that the caller can work on them while the rest is decoded. A chunk is never
-// reused. An error may come after some chunks were emitted: the caller must discard them. Keys match
-// case-sensitively, as in kube-apiserver's own decoding ("Kind" is not "kind").
-func decodeEvents(data []byte, emit func([]auditv1.Event)) (kind, apiVersion string, err error) {
+// decodeEvents decodes an EventList. Keys match case-sensitively, as in kube-apiserver's own decoding
+// ("Kind" is not "kind").
+func decodeEvents(data []byte) ([]decodedEvent, error) {
 	if len(data) == 0 {
-		return "", "", errors.New("empty body: expected an audit.k8s.io/v1 EventList")
+		return nil, errors.New("empty body: expected an audit.k8s.io/v1 EventList")
 	}
 	gv := auditv1.SchemeGroupVersion.String()
 	s := &scanner{data: data}
 	if s.next() != '{' {
-		return "", "", errors.New("malformed audit EventList JSON: the body is not a JSON object")
+		return nil, errors.New("malformed audit EventList JSON: the body is not a JSON object")
 	}
+	var kind, apiVersion string
+	var events []decodedEvent
 	var itemErr error
 	seenItems := false
 	s.object(func(field string) bool {
@@ -63,68 +73,59 @@ func decodeEvents(data []byte, emit func([]auditv1.Event)) (kind, apiVersion str
 			apiVersion = s.stringValue()
 		case "items":
 			if seenItems {
-				// encoding/json would keep the last; the first may already be handed over.
+				// encoding/json would keep the last; two lists in one batch are refused instead.
 				itemErr = errDuplicateItems
 				return false
 			}
 			seenItems = true
-			itemErr = readItems(s, gv, emit)
+			events, itemErr = readItems(s, gv)
 		default:
 			s.skip()
 		}
 		return itemErr == nil
 	})
 	if itemErr != nil {
-		return "", "", itemErr
+		return nil, itemErr
 	}
 	s.end()
 	if s.err != nil {
-		return "", "", fmt.Errorf("malformed audit EventList JSON: %w", s.err)
+		return nil, fmt.Errorf("malformed audit EventList JSON: %w", s.err)
 	}
 	if apiVersion != gv || kind != "EventList" {
-		return "", "", fmt.Errorf("expected kind EventList of apiVersion %s, got kind %q of apiVersion %q", gv, kind, apiVersion)
+		return nil, fmt.Errorf("expected kind EventList of apiVersion %s, got kind %q of apiVersion %q", gv, kind, apiVersion)
 	}
-	return kind, apiVersion, nil
+	return events, nil
 }
 
-// readItems reads the items array of an EventList and emits its events in chunks.
+// readItems reads the items array of an EventList.
 //
 // Decision: decoding stays on one goroutine. Splitting a batch at a guessed event boundary and decoding
 // the halves on two cores was tried and measured slower in BenchmarkIngestVsRaw400: the second core is
 // busy with TLS, HTTP/2 and garbage collection while a batch is decoded.
-func readItems(s *scanner, gv string, emit func([]auditv1.Event)) error {
-	n := 0
-	chunk := make([]auditv1.Event, 0, eventChunk)
+func readItems(s *scanner, gv string) ([]decodedEvent, error) {
+	var events []decodedEvent
 	var itemErr error
 	s.array(func() bool {
-		chunk = append(chunk, auditv1.Event{})
-		ev := &chunk[len(chunk)-1]
+		events = append(events, decodedEvent{})
+		ev := &events[len(events)-1]
 		readEvent(s, ev)
 		if s.err != nil {
 			return false
 		}
 		// kube-apiserver does not set TypeMeta on the items of a list; when present it must agree.
 		if (ev.APIVersion != "" && ev.APIVersion != gv) || (ev.Kind != "" && ev.Kind != "Event") {
-			itemErr = fmt.Errorf("item %d: expected kind Event of apiVersion %s, got kind %q of apiVersion %q", n, gv, ev.Kind, ev.APIVersion)
+			itemErr = fmt.Errorf("item %d: expected kind Event of apiVersion %s, got kind %q of apiVersion %q", len(events)-1, gv, ev.Kind, ev.APIVersion)
 			return false
-		}
-		n++
-		if len(chunk) == eventChunk {
-			emit(chunk)
-			chunk = make([]auditv1.Event, 0, eventChunk)
 		}
 		return true
 	})
-	if s.err == nil && itemErr == nil && len(chunk) > 0 {
-		emit(chunk)
-	}
-	return itemErr
+	return events, itemErr
 }
 
 // readEvent fills the fields of ev that EventChanges reads (of the annotations, only
 // audit.k8s.io/truncated). A JSON null leaves a field unset, as
 // encoding/json does.
-func readEvent(s *scanner, ev *auditv1.Event) {
+func readEvent(s *scanner, ev *decodedEvent) {
 	if s.next() != '{' {
 		if !s.null() {
 			s.fail("expected an audit Event object")
@@ -182,12 +183,13 @@ func readEvent(s *scanner, ev *auditv1.Event) {
 			readStatus(s, ev.ResponseStatus)
 		case "responseObject":
 			if s.null() {
-				ev.ResponseObject = nil
+				ev.ResponseObject, ev.head = nil, nil
 				return true
 			}
-			// Validated by the scanner: it is spliced verbatim into the change message (change.Encode)
-			// when it is an object (parseHead).
-			ev.ResponseObject = &runtime.Unknown{Raw: s.raw(), ContentType: runtime.ContentTypeJSON}
+			// Checked by the scanner: it is spliced verbatim into the change message (change.Encode)
+			// when it is an object with a head.
+			raw, head := readResponseObject(s)
+			ev.ResponseObject, ev.head = &runtime.Unknown{Raw: raw, ContentType: runtime.ContentTypeJSON}, head
 		case "stageTimestamp":
 			ev.StageTimestamp = readMicroTime(s)
 		case "annotations":
@@ -213,6 +215,20 @@ func readEvent(s *scanner, ev *auditv1.Event) {
 		}
 		return true
 	})
+}
+
+// readResponseObject reads a response object and, when it is an object of the expected field types,
+// its head in the same pass. A head of other types is not an error of the batch (the event is mapped
+// without it, see EventChanges): the object is then read again as plain JSON.
+func readResponseObject(s *scanner) ([]byte, *objectHead) {
+	if s.next() == '{' {
+		from, depth := s.pos, s.depth
+		if h := readHead(s); s.err == nil {
+			return s.data[from:s.pos:s.pos], h
+		}
+		s.err, s.pos, s.depth = nil, from, depth
+	}
+	return s.raw(), nil
 }
 
 func readUser(s *scanner, u *authnv1.UserInfo) {

@@ -65,8 +65,8 @@ type objectHead struct {
 	Items []json.RawMessage `json:"items"`
 }
 
-// parseHead reads the head of an object, skipping everything else (data, spec, managedFields, ...); ok
-// is false if raw is not a JSON object of the expected field types. Strings and items point into raw.
+// parseHead reads the head of an object; ok is false if raw is not a JSON object of the expected field
+// types. Strings and items point into raw.
 func parseHead(raw []byte) (*objectHead, bool) {
 	if len(raw) == 0 {
 		return nil, false
@@ -75,6 +75,17 @@ func parseHead(raw []byte) (*objectHead, bool) {
 	if s.next() != '{' {
 		return nil, false
 	}
+	h := readHead(s)
+	s.end()
+	if s.err != nil {
+		return nil, false
+	}
+	return h, true
+}
+
+// readHead reads the head of the object at the scanner's position, skipping everything else (data,
+// spec, managedFields, ...).
+func readHead(s *scanner) *objectHead {
 	h := &objectHead{}
 	s.object(func(field string) bool {
 		switch field {
@@ -107,11 +118,7 @@ func parseHead(raw []byte) (*objectHead, bool) {
 		}
 		return true
 	})
-	s.end()
-	if s.err != nil {
-		return nil, false
-	}
-	return h, true
+	return h
 }
 
 func readHeadMetadata(s *scanner, h *objectHead) {
@@ -180,6 +187,17 @@ func (h *objectHead) isStatus() bool { return h != nil && h.Kind == "Status" }
 //   - A create whose name was generated takes it from the response; without a body it is dropped as
 //     unnamed, and the reconciler will find the object as a gap.
 func EventChanges(ev *auditv1.Event, m RuleMatcher) ([]change.Change, string) {
+	var respRaw []byte
+	if ev.ResponseObject != nil {
+		respRaw = ev.ResponseObject.Raw
+	}
+	head, _ := parseHead(respRaw)
+	return eventChanges(ev, head, m)
+}
+
+// eventChanges is EventChanges with the head of the response object already read (nil if there is
+// none of the expected shape), as decodeEvents reads it.
+func eventChanges(ev *auditv1.Event, head *objectHead, m RuleMatcher) ([]change.Change, string) {
 	if ev.Stage != auditv1.StageResponseComplete {
 		return nil, ReasonStage
 	}
@@ -201,7 +219,7 @@ func EventChanges(ev *auditv1.Event, m RuleMatcher) ([]change.Change, string) {
 	if ev.ResponseObject != nil {
 		respRaw = ev.ResponseObject.Raw
 	}
-	head, hasHead := parseHead(respRaw)
+	hasHead := head != nil
 
 	if ev.ResponseStatus == nil || ev.ResponseStatus.Code == 0 {
 		if !hasHead || (head.isStatus() && string(head.Status) != `"Success"`) {

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -265,5 +266,32 @@ func TestEventChangesWithoutResponseCode(t *testing.T) {
 				t.Errorf("reason %q, want %q", reason, tc.reason)
 			}
 		})
+	}
+}
+
+// TestHeadOfUnexpectedShape: a response object whose head has other field types is no error of the
+// batch; the event is mapped without a head, whether the head is read while decoding or afterwards.
+func TestHeadOfUnexpectedShape(t *testing.T) {
+	body := []byte(`{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{"auditID":"a1","stage":"ResponseComplete","verb":"update",` +
+		`"objectRef":{"resource":"configmaps","namespace":"team-a","name":"web","apiVersion":"v1"},"responseStatus":{"code":200},` +
+		`"responseObject":{"kind":"ConfigMap","metadata":{"name":"web","labels":{"n":5}},"data":{"a":"b"}}}]}`)
+	decoded, err := decodeEvents(body)
+	if err != nil || len(decoded) != 1 {
+		t.Fatalf("decodeEvents: %d events, %v", len(decoded), err)
+	}
+	if decoded[0].head != nil {
+		t.Errorf("a head with a number as label value was read: %+v", decoded[0].head)
+	}
+	if string(decoded[0].ResponseObject.Raw) != `{"kind":"ConfigMap","metadata":{"name":"web","labels":{"n":5}},"data":{"a":"b"}}` {
+		t.Errorf("response object %s", decoded[0].ResponseObject.Raw)
+	}
+	inline, inlineReason := eventChanges(&decoded[0].Event, decoded[0].head, teamAMatcher)
+	again, reason := EventChanges(&decoded[0].Event, teamAMatcher)
+	if reason != inlineReason || !reflect.DeepEqual(inline, again) || len(again) != 1 || again[0].Body != nil {
+		t.Errorf("mapped %q %+v, read again %q %+v; want one change without body", inlineReason, inline, reason, again)
+	}
+	// A syntax error inside the object is still an error of the batch.
+	if _, err := decodeEvents(bytes.Replace(body, []byte(`"n":5`), []byte(`"n":5,`), 1)); err == nil {
+		t.Error("a malformed response object was accepted")
 	}
 }

@@ -41,8 +41,17 @@ func FuzzDecodeEventList(f *testing.F) {
 			if list.Kind != "EventList" || list.APIVersion != auditv1.SchemeGroupVersion.String() {
 				t.Fatalf("decoded kind %q apiVersion %q", list.Kind, list.APIVersion)
 			}
+			// The webhook maps with the heads read while decoding: the same as reading them again.
+			decoded, err := decodeEvents(data)
+			if err != nil || len(decoded) != len(list.Items) {
+				t.Fatalf("decodeEvents: %d events, %v; DecodeEventList: %d", len(decoded), err, len(list.Items))
+			}
 			for i := range list.Items {
 				cs, reason := EventChanges(&list.Items[i], teamAMatcher)
+				inline, inlineReason := eventChanges(&decoded[i].Event, decoded[i].head, teamAMatcher)
+				if inlineReason != reason || !reflect.DeepEqual(inline, cs) {
+					t.Fatalf("item %d: with the head read while decoding %q %+v, read again %q %+v", i, inlineReason, inline, reason, cs)
+				}
 				if (reason == ReasonAccepted) != (len(cs) > 0) {
 					t.Fatalf("reason %q with %d changes", reason, len(cs))
 				}

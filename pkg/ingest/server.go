@@ -18,7 +18,6 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
-	auditv1 "k8s.io/apiserver/pkg/apis/audit/v1"
 	"k8s.io/klog/v2"
 
 	"github.com/kubehistory/kubehistory/pkg/queue"
@@ -177,9 +176,8 @@ func (s *Server) serveAudit(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, http.StatusBadRequest, metav1.StatusReasonBadRequest, fmt.Sprintf("reading body: %v", err))
 		return
 	}
-	var chunks [][]auditv1.Event
-	events := 0
-	if _, _, err := decodeEvents(body, func(chunk []auditv1.Event) { chunks = append(chunks, chunk); events += len(chunk) }); err != nil {
+	decoded, err := decodeEvents(body)
+	if err != nil {
 		s.fail(w, http.StatusBadRequest, metav1.StatusReasonBadRequest, err.Error())
 		return
 	}
@@ -190,21 +188,19 @@ func (s *Server) serveAudit(w http.ResponseWriter, r *http.Request) {
 	reasons := map[string]int{}
 	changes := 0
 	err = s.publisher.PublishSeq(r.Context(), func(yield func(queue.Message, error) bool) {
-		for _, chunk := range chunks {
-			for i := range chunk {
-				cs, reason := EventChanges(&chunk[i], s.matcher)
-				reasons[reason]++
-				for j := range cs {
-					changes++
-					if !yield(queue.NewMessage(&cs[j])) {
-						return
-					}
+		for i := range decoded {
+			cs, reason := eventChanges(&decoded[i].Event, decoded[i].head, s.matcher)
+			reasons[reason]++
+			for j := range cs {
+				changes++
+				if !yield(queue.NewMessage(&cs[j])) {
+					return
 				}
 			}
 		}
 	})
 	if err != nil {
-		klog.ErrorS(err, "Publishing audit batch failed; answering 503 so kube-apiserver retries", "events", events, "changes", changes)
+		klog.ErrorS(err, "Publishing audit batch failed; answering 503 so kube-apiserver retries", "events", len(decoded), "changes", changes)
 		w.Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
 		s.fail(w, http.StatusServiceUnavailable, metav1.StatusReasonServiceUnavailable, "changes could not be stored, retry the batch: "+err.Error())
 		return
@@ -220,12 +216,12 @@ func (s *Server) serveAudit(w http.ResponseWriter, r *http.Request) {
 		eventsTotal.WithLabelValues(result, reason).Add(float64(n))
 	}
 	changesTotal.Add(float64(changes))
-	klog.V(4).InfoS("Audit batch stored", "events", events, "changes", changes, "accepted", reasons[ReasonAccepted])
+	klog.V(4).InfoS("Audit batch stored", "events", len(decoded), "changes", changes, "accepted", reasons[ReasonAccepted])
 	s.write(w, http.StatusOK, &metav1.Status{
 		TypeMeta: metav1.TypeMeta{Kind: "Status", APIVersion: "v1"},
 		Status:   metav1.StatusSuccess,
 		Code:     http.StatusOK,
-		Message:  fmt.Sprintf("%d events, %d changes stored", events, changes),
+		Message:  fmt.Sprintf("%d events, %d changes stored", len(decoded), changes),
 	})
 }
 
