@@ -27,19 +27,14 @@ func (c *recentCache) get(seq uint64) *Entry {
 
 // put caches e if its sequence is among the most recent ones. e must not be modified afterwards.
 func (c *recentCache) put(e *Entry) {
-	for {
-		h := c.head.Load()
-		if e.Seq <= h || c.head.CompareAndSwap(h, e.Seq) {
-			break
-		}
-	}
+	c.advance(e.Seq)
 	if h := c.head.Load(); h >= RecentEntries && e.Seq <= h-RecentEntries {
 		return // older than the window: it would push out a newer entry
 	}
 	c.slots[e.Seq%RecentEntries].Store(e)
 }
 
-// advance records the highest sequence of the index (on open).
+// advance raises the highest sequence seen to seq.
 func (c *recentCache) advance(seq uint64) {
 	for {
 		h := c.head.Load()
