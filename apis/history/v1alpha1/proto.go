@@ -473,21 +473,24 @@ func marshalList(meta *metav1.ListMeta, n int, size func(i int) int, item func(b
 	return b, nil
 }
 
-func unmarshalList(data []byte, meta *metav1.ListMeta, item func(v []byte) error) error {
+// unmarshalList reads a list: metadata, and each item appended to items.
+func unmarshalList[T any, PT interface {
+	*T
+	Unmarshal([]byte) error
+}](data []byte, meta *metav1.ListMeta, items *[]T) error {
 	return pbFields(data, func(n protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
-		switch n {
-		case 1:
-			if err := want(typ, protowire.BytesType); err != nil {
-				return err
-			}
-			return meta.Unmarshal(v)
-		case 2:
-			if err := want(typ, protowire.BytesType); err != nil {
-				return err
-			}
-			return item(v)
+		if n != 1 && n != 2 {
+			return nil
 		}
-		return nil
+		if err := want(typ, protowire.BytesType); err != nil {
+			return err
+		}
+		if n == 1 {
+			return meta.Unmarshal(v)
+		}
+		var item T
+		*items = append(*items, item)
+		return PT(&(*items)[len(*items)-1]).Unmarshal(v)
 	})
 }
 
@@ -520,10 +523,7 @@ func (m *ResourceChangeList) Marshal() ([]byte, error) {
 
 // Unmarshal implements the protobuf unmarshalling of the apimachinery protobuf serializer.
 func (m *ResourceChangeList) Unmarshal(data []byte) error {
-	return unmarshalList(data, &m.ListMeta, func(v []byte) error {
-		m.Items = append(m.Items, ResourceChange{})
-		return m.Items[len(m.Items)-1].Unmarshal(v)
-	})
+	return unmarshalList(data, &m.ListMeta, &m.Items)
 }
 
 // Reset clears m before Unmarshal.
@@ -561,10 +561,7 @@ func (m *ClusterResourceChangeList) Marshal() ([]byte, error) {
 
 // Unmarshal implements the protobuf unmarshalling of the apimachinery protobuf serializer.
 func (m *ClusterResourceChangeList) Unmarshal(data []byte) error {
-	return unmarshalList(data, &m.ListMeta, func(v []byte) error {
-		m.Items = append(m.Items, ClusterResourceChange{})
-		return m.Items[len(m.Items)-1].Unmarshal(v)
-	})
+	return unmarshalList(data, &m.ListMeta, &m.Items)
 }
 
 // Reset clears m before Unmarshal.
@@ -711,10 +708,7 @@ func (m *RepoStatusList) Marshal() ([]byte, error) {
 
 // Unmarshal implements the protobuf unmarshalling of the apimachinery protobuf serializer.
 func (m *RepoStatusList) Unmarshal(data []byte) error {
-	return unmarshalList(data, &m.ListMeta, func(v []byte) error {
-		m.Items = append(m.Items, RepoStatus{})
-		return m.Items[len(m.Items)-1].Unmarshal(v)
-	})
+	return unmarshalList(data, &m.ListMeta, &m.Items)
 }
 
 // Reset clears m before Unmarshal.
