@@ -338,38 +338,68 @@ func (p *Plane) startAPIServer(ctx context.Context, cfg Config) error {
 		CertPair{CertFile: filepath.Join(dir, "audit-client.crt"), KeyFile: filepath.Join(dir, "audit-client.key")}); err != nil {
 		return err
 	}
-	f := func(n string) string { return filepath.Join(dir, n) }
-	if _, err := p.start("kube-apiserver", cfg.Detach, p.Bins.KubeAPIServer,
-		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", p.APIServerPort),
-		"--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
-		"--etcd-servers="+p.etcdURL,
-		"--tls-cert-file="+f("apiserver.crt"), "--tls-private-key-file="+f("apiserver.key"),
-		"--client-ca-file="+p.CA.CertFile,
-		"--authorization-mode=Node,RBAC",
-		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+f("sa.pub"), "--service-account-signing-key-file="+f("sa.key"),
-		"--service-cluster-ip-range=10.0.0.0/24",
-		"--enable-aggregator-routing=false",
-		"--proxy-client-cert-file="+f("front-proxy-client.crt"), "--proxy-client-key-file="+f("front-proxy-client.key"),
-		"--requestheader-client-ca-file="+p.FrontProxyCA.CertFile,
-		"--requestheader-allowed-names=front-proxy-client",
-		"--requestheader-username-headers=X-Remote-User",
-		"--requestheader-uid-headers=X-Remote-Uid",
-		"--requestheader-group-headers=X-Remote-Group",
-		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+	args := append(p.apiServerArgs(p.APIServerPort),
 		"--audit-policy-file="+policy,
 		"--audit-webhook-config-file="+webhook,
 		"--audit-webhook-mode="+cfg.AuditWebhookMode,
 		"--audit-webhook-batch-max-wait=1s",
 		"--audit-webhook-initial-backoff=2s",
-	); err != nil {
+	)
+	if _, err := p.start("kube-apiserver", cfg.Detach, args...); err != nil {
 		return err
 	}
 	fmt.Fprintf(p.log, "waiting for kube-apiserver %s/readyz\n", p.APIServerURL)
-	return WaitFor(ctx, 120*time.Second, p.readyz)
+	return WaitFor(ctx, 120*time.Second, func() error { return p.readyz(p.APIServerURL) })
 }
 
-func (p *Plane) readyz() error {
+// StartPeerAPIServer starts one more kube-apiserver on the plane's etcd and PKI, as a second member of
+// an HA control plane would run, with extra flags (no audit webhook: the plane's own kube-apiserver
+// audits), and returns its URL once /readyz answers ok. Benchmarks use it for a reference configured
+// differently, such as --watch-cache-sizes=configmaps#0 (ConfigMaps listed from etcd). Stop ends it
+// with the rest; stop ends it alone.
+func (p *Plane) StartPeerAPIServer(ctx context.Context, name string, extra ...string) (url string, stop func(), err error) {
+	port, err := FreePort()
+	if err != nil {
+		return "", nil, err
+	}
+	cmd, err := p.start(name, false, append(p.apiServerArgs(port), extra...)...)
+	if err != nil {
+		return "", nil, err
+	}
+	stop = func() { stopProcess(cmd.Process.Pid) }
+	url = fmt.Sprintf("https://127.0.0.1:%d", port)
+	if err := WaitFor(ctx, 120*time.Second, func() error { return p.readyz(url) }); err != nil {
+		stop()
+		return "", nil, err
+	}
+	return url, stop, nil
+}
+
+// apiServerArgs is kube-apiserver's command line without auditing.
+func (p *Plane) apiServerArgs(port int) []string {
+	f := func(n string) string { return filepath.Join(p.pki(), n) }
+	return []string{p.Bins.KubeAPIServer,
+		"--bind-address=127.0.0.1", fmt.Sprintf("--secure-port=%d", port),
+		"--advertise-address=127.0.0.1", "--endpoint-reconciler-type=none",
+		"--etcd-servers=" + p.etcdURL,
+		"--tls-cert-file=" + f("apiserver.crt"), "--tls-private-key-file=" + f("apiserver.key"),
+		"--client-ca-file=" + p.CA.CertFile,
+		"--authorization-mode=Node,RBAC",
+		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file=" + f("sa.pub"), "--service-account-signing-key-file=" + f("sa.key"),
+		"--service-cluster-ip-range=10.0.0.0/24",
+		"--enable-aggregator-routing=false",
+		"--proxy-client-cert-file=" + f("front-proxy-client.crt"), "--proxy-client-key-file=" + f("front-proxy-client.key"),
+		"--requestheader-client-ca-file=" + p.FrontProxyCA.CertFile,
+		"--requestheader-allowed-names=front-proxy-client",
+		"--requestheader-username-headers=X-Remote-User",
+		"--requestheader-uid-headers=X-Remote-Uid",
+		"--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+	}
+}
+
+func (p *Plane) readyz(url string) error {
 	caPEM, err := os.ReadFile(p.CA.CertFile)
 	if err != nil {
 		return err
@@ -381,7 +411,7 @@ func (p *Plane) readyz() error {
 		return err
 	}
 	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}}}}
-	resp, err := c.Get(p.APIServerURL + "/readyz")
+	resp, err := c.Get(url + "/readyz")
 	if err != nil {
 		return err
 	}

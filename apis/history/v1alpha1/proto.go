@@ -435,6 +435,19 @@ func marshalChangeObject(meta *metav1.ObjectMeta, c *Change) ([]byte, error) {
 	return appendChangeObject(make([]byte, 0, sizeChangeObject(meta, c)), meta, c)
 }
 
+// marshalChangeObjectTo writes the message to the start of data (at least sizeChangeObject long), in
+// place: the serializer's streaming list encoding hands every item a reused buffer of its Size.
+func marshalChangeObjectTo(data []byte, meta *metav1.ObjectMeta, c *Change) (int, error) {
+	b, err := appendChangeObject(data[:0:len(data)], meta, c)
+	if err != nil {
+		return 0, err
+	}
+	if len(b) > 0 && &b[0] != &data[0] {
+		return 0, fmt.Errorf("message of %d bytes does not fit the %d bytes given", len(b), len(data))
+	}
+	return len(b), nil
+}
+
 func unmarshalChangeObject(data []byte, meta *metav1.ObjectMeta, c *Change) error {
 	return pbFields(data, func(n protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
 		switch n {
@@ -501,6 +514,14 @@ func (m *ResourceChange) Marshal() ([]byte, error) {
 	return marshalChangeObject(&m.ObjectMeta, &m.Change)
 }
 
+// Size is the length of the message (apimachinery's serializer asks it before MarshalTo).
+func (m *ResourceChange) Size() int { return sizeChangeObject(&m.ObjectMeta, &m.Change) }
+
+// MarshalTo writes the message to the start of data, which holds at least Size() bytes.
+func (m *ResourceChange) MarshalTo(data []byte) (int, error) {
+	return marshalChangeObjectTo(data, &m.ObjectMeta, &m.Change)
+}
+
 // Unmarshal implements the protobuf unmarshalling of the apimachinery protobuf serializer.
 func (m *ResourceChange) Unmarshal(data []byte) error {
 	return unmarshalChangeObject(data, &m.ObjectMeta, &m.Change)
@@ -537,6 +558,14 @@ func (*ResourceChangeList) ProtoMessage() {}
 // Marshal implements the protobuf marshalling of the apimachinery protobuf serializer.
 func (m *ClusterResourceChange) Marshal() ([]byte, error) {
 	return marshalChangeObject(&m.ObjectMeta, &m.Change)
+}
+
+// Size is the length of the message (apimachinery's serializer asks it before MarshalTo).
+func (m *ClusterResourceChange) Size() int { return sizeChangeObject(&m.ObjectMeta, &m.Change) }
+
+// MarshalTo writes the message to the start of data, which holds at least Size() bytes.
+func (m *ClusterResourceChange) MarshalTo(data []byte) (int, error) {
+	return marshalChangeObjectTo(data, &m.ObjectMeta, &m.Change)
 }
 
 // Unmarshal implements the protobuf unmarshalling of the apimachinery protobuf serializer.

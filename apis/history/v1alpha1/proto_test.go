@@ -73,6 +73,9 @@ func TestProtobufRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	ser := protobuf.NewSerializer(scheme, scheme)
+	// What the servers use: lists written item by item (the StreamingCollectionEncodingToProtobuf gate,
+	// GA and locked on in k8s.io/apiserver).
+	streaming := protobuf.NewSerializerWithOptions(scheme, scheme, protobuf.SerializerOptions{StreamingCollectionsEncoding: true})
 	for _, obj := range protoTypes() {
 		t.Run(reflect.TypeOf(obj).Elem().Name(), func(t *testing.T) {
 			fill(reflect.ValueOf(obj).Elem(), "x")
@@ -84,6 +87,20 @@ func TestProtobufRoundTrip(t *testing.T) {
 			var buf bytes.Buffer
 			if err := ser.Encode(obj, &buf); err != nil {
 				t.Fatal(err)
+			}
+			var streamed countingWriter
+			if err := streaming.Encode(obj, &streamed); err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(streamed.Bytes(), buf.Bytes()) {
+				t.Errorf("streaming encoding differs:\n got %x\nwant %x", streamed.Bytes(), buf.Bytes())
+			}
+			switch obj.(type) {
+			case *ResourceChangeList, *ClusterResourceChangeList:
+				// Streamed: the envelope, the metadata and every item are written separately.
+				if streamed.writes < 3 {
+					t.Errorf("the list was written in %d writes: the serializer did not stream it", streamed.writes)
+				}
 			}
 			if rc, ok := obj.(*ResourceChange); ok {
 				data, _ := rc.Marshal()
@@ -115,6 +132,16 @@ func TestProtobufRoundTrip(t *testing.T) {
 	if back.Actor.Impersonator == nil || back.Git.CommittedAt != nil || back.Actor.Groups != nil {
 		t.Errorf("optional fields: %+v", back.Change)
 	}
+}
+
+type countingWriter struct {
+	bytes.Buffer
+	writes int
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.writes++
+	return w.Buffer.Write(p)
 }
 
 // FuzzProtobufUnmarshal: no input panics the decoders, and whatever decodes encodes and decodes back

@@ -201,13 +201,14 @@ type ResourceChange struct {
 
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
 
-// ResourceChangeList is a list of ResourceChange.
+// ResourceChangeList is a list of ResourceChange. The protobuf tags (field numbers as in proto.go) let
+// apimachinery's serializer stream the list item by item, as it does for built-in lists.
 type ResourceChangeList struct {
 	metav1.TypeMeta `json:",inline"`
 	// +optional
-	metav1.ListMeta `json:"metadata,omitempty"`
+	metav1.ListMeta `json:"metadata,omitempty" protobuf:"bytes,1,opt,name=metadata"`
 	// items are the changes, oldest first.
-	Items []ResourceChange `json:"items"`
+	Items []ResourceChange `json:"items" protobuf:"bytes,2,rep,name=items"`
 }
 
 // +genclient
@@ -233,9 +234,9 @@ type ClusterResourceChange struct {
 type ClusterResourceChangeList struct {
 	metav1.TypeMeta `json:",inline"`
 	// +optional
-	metav1.ListMeta `json:"metadata,omitempty"`
+	metav1.ListMeta `json:"metadata,omitempty" protobuf:"bytes,1,opt,name=metadata"`
 	// items are the changes, oldest first.
-	Items []ClusterResourceChange `json:"items"`
+	Items []ClusterResourceChange `json:"items" protobuf:"bytes,2,rep,name=items"`
 }
 
 // OrphanFile is a file in Git whose object no longer exists in the cluster or left the tracked scope.

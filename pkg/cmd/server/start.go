@@ -134,6 +134,7 @@ func (o *Options) Config(idx *index.Index) (*apiserver.Config, error) {
 	}
 	serverConfig := genericapiserver.NewRecommendedConfig(apiserver.Codecs)
 	serverConfig.EffectiveVersion = compatibility.DefaultBuildEffectiveVersion()
+	serverConfig.BuildHandlerChainFunc = apiserver.BuildHandlerChain
 
 	namer := openapinamer.NewDefinitionNamer(apiserver.Scheme)
 	serverConfig.OpenAPIConfig = genericapiserver.DefaultOpenAPIConfig(generatedopenapi.GetOpenAPIDefinitions, namer)

@@ -110,3 +110,39 @@ func TestRBACMirror(t *testing.T) {
 		}
 	}
 }
+
+// countingAuthz counts the questions that reach the authorizer.
+type countingAuthz struct {
+	aliceRBAC
+	asked int
+}
+
+func (c *countingAuthz) Authorize(ctx context.Context, a authorizer.Attributes) (authorizer.Decision, string, error) {
+	c.asked++
+	return c.aliceRBAC.Authorize(ctx, a)
+}
+
+// TestListDecidesOncePerResource: with the mirror's cache off (TTL 0), a list still asks the
+// authorizer once per resource and namespace, not once per change, and answers the same.
+func TestListDecidesOncePerResource(t *testing.T) {
+	x := newIndex(t, 0)
+	for seq := uint64(1); seq <= 40; seq++ {
+		resource := "configmaps"
+		if seq%2 == 0 {
+			resource = "secrets"
+		}
+		add(t, x, seq, record(seq, "", resource, "team-a", fmt.Sprintf("obj-%d", seq)))
+	}
+	authz := &countingAuthz{}
+	r := NewResourceChanges(x, access.New(authz, 0, 100))
+	obj, err := r.List(userCtx("team-a", "alice"), &metainternalversion.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(obj.(*history.ResourceChangeList).Items); n != 20 {
+		t.Errorf("alice lists %d changes, want 20", n)
+	}
+	if authz.asked != 2 {
+		t.Errorf("the list asked the authorizer %d times, want 2 (configmaps and secrets in team-a)", authz.asked)
+	}
+}

@@ -48,6 +48,9 @@ func Labels(rec *change.Record) map[string]string {
 // (so "system:serviceaccount:ci:bot" is "system.serviceaccount.ci.bot"), cut to 63 characters with
 // alphanumeric ends. Exact matches on the original go through field selectors.
 func labelValue(s string) string {
+	if isLabelValue(s) {
+		return s // most values (verbs, resources, plain user names) are already valid: no copy
+	}
 	var b strings.Builder
 	for _, r := range s {
 		switch {
@@ -62,4 +65,20 @@ func labelValue(s string) string {
 		v = v[:63]
 	}
 	return strings.Trim(v, "-_.")
+}
+
+// isLabelValue reports whether s is a label value as it is: at most 63 characters of [A-Za-z0-9._-]
+// with alphanumeric ends (or empty).
+func isLabelValue(s string) bool {
+	if len(s) > 63 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && ((c != '-' && c != '_' && c != '.') || i == 0 || i == len(s)-1) {
+			return false
+		}
+	}
+	return true
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/kubehistory/kubehistory/apis/history"
 	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/index"
 	"github.com/kubehistory/kubehistory/pkg/registry"
 )
@@ -134,7 +135,7 @@ func (r *REST) List(ctx context.Context, options *metainternalversion.ListOption
 	w.opts.Cluster = r.cluster
 	w.opts.Namespace = genericapirequest.NamespaceValue(ctx)
 	narrow(&w.opts, options)
-	if w.opts.Match, err = r.selection(ctx, options); err != nil {
+	if w.opts.Match, err = r.selection(ctx, options, true); err != nil {
 		return nil, err
 	}
 	res, err := r.reader.List(w.opts)
@@ -177,19 +178,51 @@ var errNoUser = errors.New("no user in the request context")
 
 // selection is what list and watch keep of the entries in scope: those the request's label and field
 // selectors match and that the requesting user may see (the RBAC mirror), checked in that order so
-// that the authorizer is asked only about changes the request wants.
-func (r *REST) selection(ctx context.Context, options *metainternalversion.ListOptions) (func(*index.Entry) (bool, error), error) {
+// that the authorizer is asked only about changes the request wants. With once (a list, which reads
+// one snapshot), each decision — per resource and namespace — is asked of the mirror once and reused
+// for the rest of the request; a watch asks every time, so that a revoked permission takes effect
+// within the mirror's TTL.
+func (r *REST) selection(ctx context.Context, options *metainternalversion.ListOptions, once bool) (func(*index.Entry) (bool, error), error) {
 	u, ok := genericapirequest.UserFrom(ctx)
 	if !ok {
 		return nil, apierrors.NewInternalError(errNoUser)
 	}
 	m := matcher(options)
+	var decided map[accessKey]bool
+	if once {
+		decided = map[accessKey]bool{}
+	}
 	return func(e *index.Entry) (bool, error) {
 		if m != nil && !m(e) {
 			return false, nil
 		}
-		return r.access.MayGet(ctx, u, &e.Record)
+		if decided == nil {
+			return r.access.MayGet(ctx, u, &e.Record)
+		}
+		k := keyOf(&e.Record)
+		if allowed, ok := decided[k]; ok {
+			return allowed, nil
+		}
+		allowed, err := r.access.MayGet(ctx, u, &e.Record)
+		if err == nil {
+			decided[k] = allowed
+		}
+		return allowed, err
 	}, nil
+}
+
+// accessKey is what the RBAC mirror's decision about one user depends on.
+type accessKey struct {
+	group, resource, namespace string
+	cluster                    bool
+}
+
+func keyOf(rec *change.Record) accessKey {
+	k := accessKey{group: rec.Object.Group, resource: rec.Object.Resource, cluster: rec.Cluster}
+	if !rec.Cluster {
+		k.namespace = rec.Object.Namespace
+	}
+	return k
 }
 
 func (r *REST) groupResource() schema.GroupResource {

@@ -62,7 +62,7 @@ func (r *REST) Watch(ctx context.Context, options *metainternalversion.ListOptio
 			return nil, apierrors.NewBadRequest(fmt.Sprintf("invalid resourceVersion %q: history resourceVersions are index sequences", rv))
 		}
 	}
-	match, err := r.selection(ctx, options)
+	match, err := r.selection(ctx, options, false)
 	if err != nil {
 		return nil, err
 	}
