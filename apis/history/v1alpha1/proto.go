@@ -14,7 +14,9 @@ import (
 // conventions (as in k8s.io/api's generated.proto): TypeMeta travels in the runtime.Unknown envelope,
 // metadata is field 1, list items field 2, embedded metav1 types use their own marshalling. Field
 // numbers are part of the API: never reuse or renumber one. TestProtobufRoundTrip fills every field by
-// reflection and checks that it survives, and FuzzProtobufUnmarshal that no input panics.
+// reflection and checks that it survives, and FuzzProtobufUnmarshal that no input panics. The change
+// lists carry the protobuf struct tags of metadata and items (types.go): apimachinery's serializer
+// checks exactly those before it streams a list item by item, as it does built-in lists.
 //
 // message ChangedObject { group = 1; version = 2; resource = 3; kind = 4; namespace = 5; name = 6;
 //   uid = 7; resourceVersion = 8 }

@@ -201,8 +201,7 @@ type ResourceChange struct {
 
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
 
-// ResourceChangeList is a list of ResourceChange. The protobuf tags (field numbers as in proto.go) let
-// apimachinery's serializer stream the list item by item, as it does for built-in lists.
+// ResourceChangeList is a list of ResourceChange.
 type ResourceChangeList struct {
 	metav1.TypeMeta `json:",inline"`
 	// +optional
