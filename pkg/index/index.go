@@ -414,15 +414,26 @@ func (x *Index) List(opts ListOptions) (ListResult, error) {
 			res.LastSeq = opts.MaxSeq
 		}
 		next := x.scan(tx, opts, res.LastSeq)
+		changes := tx.Bucket(bucketChanges)
 		for {
-			seq, v := next()
-			if v == nil {
+			seq, v, ok := next()
+			if !ok {
 				break
 			}
 			x.releaseReadPages(tx) // the cursor maps the entry's page even when it is cached
 			var e Entry
-			if err := x.decode(seq, v, &e); err != nil {
-				return fmt.Errorf("decoding entry %d: %w", seq, err)
+			if p := x.recent.get(seq); p != nil {
+				e = *p
+			} else {
+				if v == nil {
+					// Compact removes an entry and its index keys in one transaction: the entry is there.
+					if v = changes.Get(seqKey(seq)); v == nil {
+						return fmt.Errorf("entry %d is indexed but missing", seq)
+					}
+				}
+				if err := x.decode(seq, v, &e); err != nil {
+					return fmt.Errorf("decoding entry %d: %w", seq, err)
+				}
 			}
 			if !opts.Selects(&e) {
 				continue
@@ -513,10 +524,12 @@ func (x *Index) unindex(tx *bolt.Tx, e *Entry) error {
 	return tx.Bucket(bucketIDs).Delete([]byte(e.Record.ChangeID))
 }
 
-// scan returns an iterator over the encoded entries with a sequence in (opts.AfterSeq, maxSeq], through
-// the narrowest index that covers opts: the object index for one object of one scope, the scope index
-// for one namespace or the cluster scope, all entries otherwise. It returns a nil value at the end.
-func (x *Index) scan(tx *bolt.Tx, opts ListOptions, maxSeq uint64) func() (uint64, []byte) {
+// scan returns an iterator over the entries with a sequence in (opts.AfterSeq, maxSeq], through the
+// narrowest index that covers opts: the object index for one object of one scope, the scope index for
+// one namespace or the cluster scope, all entries otherwise. It yields each sequence with its encoded
+// entry when the walk reads it anyway (all entries); through an index the value is nil, and the caller
+// looks the entry up only if the recent cache does not hold it. ok is false at the end.
+func (x *Index) scan(tx *bolt.Tx, opts ListOptions, maxSeq uint64) func() (uint64, []byte, bool) {
 	changes := tx.Bucket(bucketChanges)
 	start := seqKey(opts.AfterSeq + 1)
 	var prefix []byte
@@ -529,18 +542,18 @@ func (x *Index) scan(tx *bolt.Tx, opts ListOptions, maxSeq uint64) func() (uint6
 	default:
 		c := changes.Cursor()
 		k, v := c.Seek(start)
-		return func() (uint64, []byte) {
+		return func() (uint64, []byte, bool) {
 			if k == nil || binary.BigEndian.Uint64(k) > maxSeq {
 				k = nil
-				return 0, nil
+				return 0, nil, false
 			}
 			seq, data := binary.BigEndian.Uint64(k), v
 			k, v = c.Next()
-			return seq, data
+			return seq, data, true
 		}
 	}
 	k, _ := c.Seek(append(append([]byte(nil), prefix...), start...))
-	return func() (uint64, []byte) {
+	return func() (uint64, []byte, bool) {
 		for k != nil && bytes.HasPrefix(k, prefix) {
 			cur := k
 			k, _ = c.Next()
@@ -551,13 +564,10 @@ func (x *Index) scan(tx *bolt.Tx, opts ListOptions, maxSeq uint64) func() (uint6
 			if seq > maxSeq {
 				break
 			}
-			// Compact removes an entry and its index keys in one transaction, so the entry is there.
-			if data := changes.Get(cur[len(prefix):]); data != nil {
-				return seq, data
-			}
+			return seq, nil, true
 		}
 		k = nil
-		return 0, nil
+		return 0, nil, false
 	}
 }
 

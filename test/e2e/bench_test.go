@@ -132,6 +132,30 @@ func etcdReference(b *testing.B) string {
 	return etcdPeer.url
 }
 
+// etcdConfigMapLists reads how many etcd lists of ConfigMaps the kube-apiserver at cfg made so far.
+func etcdConfigMapLists(b *testing.B, cfg *rest.Config) float64 {
+	b.Helper()
+	kc, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	m, err := kc.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	const series = `etcd_request_duration_seconds_count{group="",operation="list",resource="configmaps"} `
+	for _, line := range strings.Split(string(m), "\n") {
+		if v, ok := strings.CutPrefix(line, series); ok {
+			n, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				b.Fatalf("%s: %v", line, err)
+			}
+			return n
+		}
+	}
+	return 0
+}
+
 // BenchmarkList500ResourceChangesVsConfigMaps lists 500 ResourceChanges through the aggregator
 // (kube-apiserver proxies to kubehistory-apiserver, which authorizes each item with a cached
 // SubjectAccessReview and reads its bbolt index) and 500 ConfigMaps from kube-apiserver two ways: from
@@ -194,6 +218,9 @@ func BenchmarkList500ResourceChangesVsConfigMaps(b *testing.B) {
 				return len(l.Items), err
 			}})
 	}
+	etcdCfg := rest.CopyConfig(cfg)
+	etcdCfg.Host = etcdURL
+	etcdBefore := etcdConfigMapLists(b, etcdCfg)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		for _, l := range lists {
@@ -210,6 +237,10 @@ func BenchmarkList500ResourceChangesVsConfigMaps(b *testing.B) {
 	for _, l := range lists {
 		spent[l.name] = l.spent
 		b.ReportMetric(float64(l.spent.Microseconds())/1000/float64(b.N), l.name+"-ms/list")
+	}
+	// The reference must really have read etcd: one etcd list per ConfigMap list.
+	if read := etcdConfigMapLists(b, etcdCfg) - etcdBefore; read < float64(2*b.N) {
+		b.Fatalf("the etcd reference made %v etcd lists of ConfigMaps for %d lists", read, 2*b.N)
 	}
 	b.ReportMetric(float64(spent["rc"])/float64(spent["cm-etcd"]), "ratio-etcd")
 	b.ReportMetric(float64(spent["rc-json"])/float64(spent["cm-etcd-json"]), "ratio-etcd-json")
@@ -239,16 +270,21 @@ func BenchmarkList500ResourceChangesVsConfigMaps(b *testing.B) {
 		tDirect += time.Since(start)
 	}
 	b.ReportMetric(float64(tDirect.Microseconds())/1000/float64(b.N), "rc-direct-ms/list")
-	rcRaw, err := hist.HistoryV1alpha1().RESTClient().Get().AbsPath("/apis/history.kubehistory.io/v1alpha1/namespaces/"+benchNS+"/resourcechanges").Param("limit", "500").DoRaw(ctx)
-	if err != nil {
-		b.Fatal(err)
+	// The size of each answer before compression.
+	for _, format := range []struct{ name, accept string }{{"pb", "application/vnd.kubernetes.protobuf"}, {"json", "application/json"}} {
+		rcRaw, err := hist.HistoryV1alpha1().RESTClient().Get().AbsPath("/apis/history.kubehistory.io/v1alpha1/namespaces/"+benchNS+"/resourcechanges").
+			Param("limit", "500").SetHeader("Accept", format.accept).DoRaw(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cmRaw, err := kube.CoreV1().RESTClient().Get().AbsPath("/api/v1/namespaces/"+benchNS+"/configmaps").
+			Param("limit", "500").SetHeader("Accept", format.accept).DoRaw(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(len(rcRaw))/1024, "rc-"+format.name+"-KiB")
+		b.ReportMetric(float64(len(cmRaw))/1024, "cm-"+format.name+"-KiB")
 	}
-	cmRaw, err := kube.CoreV1().RESTClient().Get().AbsPath("/api/v1/namespaces/"+benchNS+"/configmaps").Param("limit", "500").DoRaw(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.ReportMetric(float64(len(rcRaw))/1024, "rc-KiB")
-	b.ReportMetric(float64(len(cmRaw))/1024, "cm-KiB")
 }
 
 // benchIndex1M is the 1,000,000-change index that pkg/index's benchmarks build and cache (see
