@@ -415,6 +415,9 @@ func (x *Index) List(opts ListOptions) (ListResult, error) {
 		}
 		next := x.scan(tx, opts, res.LastSeq)
 		changes := tx.Bucket(bucketChanges)
+		if opts.Limit > 0 {
+			res.Items = make([]Entry, 0, min(opts.Limit, 1024)) // a page is usually full
+		}
 		for {
 			seq, v, ok := next()
 			if !ok {

@@ -153,23 +153,19 @@ func (r *REST) List(ctx context.Context, options *metainternalversion.ListOption
 		}
 	}
 	if r.cluster {
-		list := &history.ClusterResourceChangeList{ListMeta: lm}
+		list := &history.ClusterResourceChangeList{ListMeta: lm, Items: make([]history.ClusterResourceChange, len(res.Items))}
 		for i := range res.Items {
-			obj, err := r.toObject(&res.Items[i])
-			if err != nil {
+			if err := fillObject(&res.Items[i], &list.Items[i].ObjectMeta, &list.Items[i].Change); err != nil {
 				return nil, err
 			}
-			list.Items = append(list.Items, *obj.(*history.ClusterResourceChange))
 		}
 		return list, nil
 	}
-	list := &history.ResourceChangeList{ListMeta: lm}
+	list := &history.ResourceChangeList{ListMeta: lm, Items: make([]history.ResourceChange, len(res.Items))}
 	for i := range res.Items {
-		obj, err := r.toObject(&res.Items[i])
-		if err != nil {
+		if err := fillObject(&res.Items[i], &list.Items[i].ObjectMeta, &list.Items[i].Change); err != nil {
 			return nil, err
 		}
-		list.Items = append(list.Items, *obj.(*history.ResourceChange))
 	}
 	return list, nil
 }
@@ -234,11 +230,21 @@ func (r *REST) groupResource() schema.GroupResource {
 
 // toObject builds the internal API object of an entry.
 func (r *REST) toObject(e *index.Entry) (runtime.Object, error) {
-	var c history.Change
-	if err := historyv1alpha1.Convert_v1alpha1_Change_To_history_Change(&e.Record.Change, &c, nil); err != nil {
-		return nil, apierrors.NewInternalError(fmt.Errorf("converting entry %d: %w", e.Seq, err))
+	if r.cluster {
+		obj := &history.ClusterResourceChange{}
+		return obj, fillObject(e, &obj.ObjectMeta, &obj.Change)
 	}
-	meta := metav1.ObjectMeta{
+	obj := &history.ResourceChange{}
+	return obj, fillObject(e, &obj.ObjectMeta, &obj.Change)
+}
+
+// fillObject writes the metadata and change of an entry's object in place (a list fills its items
+// where they are).
+func fillObject(e *index.Entry, meta *metav1.ObjectMeta, c *history.Change) error {
+	if err := historyv1alpha1.Convert_v1alpha1_Change_To_history_Change(&e.Record.Change, c, nil); err != nil {
+		return apierrors.NewInternalError(fmt.Errorf("converting entry %d: %w", e.Seq, err))
+	}
+	*meta = metav1.ObjectMeta{
 		Name:              e.Name,
 		Namespace:         e.Namespace(),
 		ResourceVersion:   strconv.FormatUint(e.Seq, 10),
@@ -246,8 +252,5 @@ func (r *REST) toObject(e *index.Entry) (runtime.Object, error) {
 		CreationTimestamp: metav1.NewTime(e.Record.ChangeTime.Time),
 		Labels:            Labels(&e.Record),
 	}
-	if r.cluster {
-		return &history.ClusterResourceChange{ObjectMeta: meta, Change: c}, nil
-	}
-	return &history.ResourceChange{ObjectMeta: meta, Change: c}, nil
+	return nil
 }
