@@ -420,7 +420,8 @@ func (m *Change) unmarshalProto(data []byte) error {
 	})
 }
 
-// marshalChangeObject writes the shape ResourceChange and ClusterResourceChange share.
+// sizeChangeObject, appendChangeObject and marshalChangeObjectTo write the shape ResourceChange and
+// ClusterResourceChange share.
 func sizeChangeObject(meta *metav1.ObjectMeta, c *Change) int {
 	return sizeMessage(meta.Size()) + sizeMessage(c.protoSize())
 }
@@ -431,10 +432,6 @@ func appendChangeObject(b []byte, meta *metav1.ObjectMeta, c *Change) ([]byte, e
 		return nil, err
 	}
 	return c.appendProto(pbHeader(b, 2, c.protoSize()))
-}
-
-func marshalChangeObject(meta *metav1.ObjectMeta, c *Change) ([]byte, error) {
-	return appendChangeObject(make([]byte, 0, sizeChangeObject(meta, c)), meta, c)
 }
 
 // marshalChangeObjectTo writes the message to the start of data (at least sizeChangeObject long), in
@@ -468,25 +465,53 @@ func unmarshalChangeObject(data []byte, meta *metav1.ObjectMeta, c *Change) erro
 	})
 }
 
+// sizedMarshaler is a message that knows its size and writes itself in place.
+type sizedMarshaler interface {
+	Size() int
+	MarshalTo([]byte) (int, error)
+}
+
+// marshal writes m into a buffer of its size.
+func marshal(m sizedMarshaler) ([]byte, error) {
+	b := make([]byte, m.Size())
+	n, err := m.MarshalTo(b)
+	if err != nil {
+		return nil, err
+	}
+	return b[:n], nil
+}
+
 // marshalList writes a list: metadata, then each item's message, in one buffer of the right size.
-func marshalList(meta *metav1.ListMeta, n int, size func(i int) int, item func(b []byte, i int) ([]byte, error)) ([]byte, error) {
-	sizes := make([]int, n)
+func marshalList[T any, PT interface {
+	*T
+	sizedMarshaler
+}](meta *metav1.ListMeta, items []T) ([]byte, error) {
+	sizes := make([]int, len(items))
 	total := sizeMessage(meta.Size())
-	for i := range sizes {
-		sizes[i] = size(i)
+	for i := range items {
+		sizes[i] = PT(&items[i]).Size()
 		total += sizeMessage(sizes[i])
 	}
 	b, err := pbNested(make([]byte, 0, total), 1, meta)
 	if err != nil {
 		return nil, err
 	}
-	for i := 0; i < n; i++ {
-		if b, err = item(pbHeader(b, 2, sizes[i]), i); err != nil {
+	for i := range items {
+		b = pbHeader(b, 2, sizes[i])
+		n, err := PT(&items[i]).MarshalTo(b[len(b) : len(b)+sizes[i]])
+		if err != nil {
 			return nil, err
 		}
+		b = b[:len(b)+n]
 	}
 	return b, nil
 }
+
+// encodedMessage is a message encoded already.
+type encodedMessage []byte
+
+func (m *encodedMessage) Size() int                          { return len(*m) }
+func (m *encodedMessage) MarshalTo(data []byte) (int, error) { return copy(data, *m), nil }
 
 // unmarshalList reads a list: metadata, and each item appended to items.
 func unmarshalList[T any, PT interface {
@@ -512,9 +537,7 @@ func unmarshalList[T any, PT interface {
 // ResourceChange
 
 // Marshal implements the protobuf marshalling of the apimachinery protobuf serializer.
-func (m *ResourceChange) Marshal() ([]byte, error) {
-	return marshalChangeObject(&m.ObjectMeta, &m.Change)
-}
+func (m *ResourceChange) Marshal() ([]byte, error) { return marshal(m) }
 
 // Size is the length of the message (apimachinery's serializer asks it before MarshalTo).
 func (m *ResourceChange) Size() int { return sizeChangeObject(&m.ObjectMeta, &m.Change) }
@@ -536,13 +559,7 @@ func (m *ResourceChange) Reset() { *m = ResourceChange{} }
 func (*ResourceChange) ProtoMessage() {}
 
 // Marshal implements the protobuf marshalling of the apimachinery protobuf serializer.
-func (m *ResourceChangeList) Marshal() ([]byte, error) {
-	return marshalList(&m.ListMeta, len(m.Items),
-		func(i int) int { return sizeChangeObject(&m.Items[i].ObjectMeta, &m.Items[i].Change) },
-		func(b []byte, i int) ([]byte, error) {
-			return appendChangeObject(b, &m.Items[i].ObjectMeta, &m.Items[i].Change)
-		})
-}
+func (m *ResourceChangeList) Marshal() ([]byte, error) { return marshalList(&m.ListMeta, m.Items) }
 
 // Unmarshal implements the protobuf unmarshalling of the apimachinery protobuf serializer.
 func (m *ResourceChangeList) Unmarshal(data []byte) error {
@@ -558,9 +575,7 @@ func (*ResourceChangeList) ProtoMessage() {}
 // ClusterResourceChange
 
 // Marshal implements the protobuf marshalling of the apimachinery protobuf serializer.
-func (m *ClusterResourceChange) Marshal() ([]byte, error) {
-	return marshalChangeObject(&m.ObjectMeta, &m.Change)
-}
+func (m *ClusterResourceChange) Marshal() ([]byte, error) { return marshal(m) }
 
 // Size is the length of the message (apimachinery's serializer asks it before MarshalTo).
 func (m *ClusterResourceChange) Size() int { return sizeChangeObject(&m.ObjectMeta, &m.Change) }
@@ -583,11 +598,7 @@ func (*ClusterResourceChange) ProtoMessage() {}
 
 // Marshal implements the protobuf marshalling of the apimachinery protobuf serializer.
 func (m *ClusterResourceChangeList) Marshal() ([]byte, error) {
-	return marshalList(&m.ListMeta, len(m.Items),
-		func(i int) int { return sizeChangeObject(&m.Items[i].ObjectMeta, &m.Items[i].Change) },
-		func(b []byte, i int) ([]byte, error) {
-			return appendChangeObject(b, &m.Items[i].ObjectMeta, &m.Items[i].Change)
-		})
+	return marshalList(&m.ListMeta, m.Items)
 }
 
 // Unmarshal implements the protobuf unmarshalling of the apimachinery protobuf serializer.
@@ -725,16 +736,15 @@ func (*RepoStatus) ProtoMessage() {}
 
 // Marshal implements the protobuf marshalling of the apimachinery protobuf serializer.
 func (m *RepoStatusList) Marshal() ([]byte, error) {
-	items := make([][]byte, len(m.Items))
+	// RepoStatus has no Size of its own (a handful per list): its items are encoded first.
+	items := make([]encodedMessage, len(m.Items))
 	for i := range m.Items {
 		var err error
 		if items[i], err = m.Items[i].Marshal(); err != nil {
 			return nil, err
 		}
 	}
-	return marshalList(&m.ListMeta, len(items),
-		func(i int) int { return len(items[i]) },
-		func(b []byte, i int) ([]byte, error) { return append(b, items[i]...), nil })
+	return marshalList(&m.ListMeta, items)
 }
 
 // Unmarshal implements the protobuf unmarshalling of the apimachinery protobuf serializer.
