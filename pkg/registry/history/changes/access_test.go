@@ -12,6 +12,7 @@ import (
 	"k8s.io/apiserver/pkg/authorization/authorizer"
 
 	"github.com/kubehistory/kubehistory/apis/history"
+	"github.com/kubehistory/kubehistory/pkg/index"
 	"github.com/kubehistory/kubehistory/pkg/registry/access"
 )
 
@@ -28,9 +29,10 @@ func (aliceRBAC) Authorize(_ context.Context, a authorizer.Attributes) (authoriz
 	return authorizer.DecisionNoOpinion, "", nil
 }
 
-func TestRBACMirror(t *testing.T) {
+// configMapsAndSecrets returns an index of 40 changes in team-a alternating ConfigMap and Secret: odd
+// sequences are ConfigMaps.
+func configMapsAndSecrets(t *testing.T) *index.Index {
 	x := newIndex(t, 0)
-	// Alternating ConfigMap and Secret changes in team-a: odd sequences are ConfigMaps.
 	for seq := uint64(1); seq <= 40; seq++ {
 		resource := "configmaps"
 		if seq%2 == 0 {
@@ -38,6 +40,11 @@ func TestRBACMirror(t *testing.T) {
 		}
 		add(t, x, seq, record(seq, "", resource, "team-a", fmt.Sprintf("obj-%d", seq)))
 	}
+	return x
+}
+
+func TestRBACMirror(t *testing.T) {
+	x := configMapsAndSecrets(t)
 	r := NewResourceChanges(x, access.New(aliceRBAC{}, time.Minute, 100))
 	alice, bob := userCtx("team-a", "alice"), userCtx("team-a", "bob")
 
@@ -125,14 +132,7 @@ func (c *countingAuthz) Authorize(ctx context.Context, a authorizer.Attributes) 
 // TestListDecidesOncePerResource: with the mirror's cache off (TTL 0), a list still asks the
 // authorizer once per resource and namespace, not once per change, and answers the same.
 func TestListDecidesOncePerResource(t *testing.T) {
-	x := newIndex(t, 0)
-	for seq := uint64(1); seq <= 40; seq++ {
-		resource := "configmaps"
-		if seq%2 == 0 {
-			resource = "secrets"
-		}
-		add(t, x, seq, record(seq, "", resource, "team-a", fmt.Sprintf("obj-%d", seq)))
-	}
+	x := configMapsAndSecrets(t)
 	authz := &countingAuthz{}
 	r := NewResourceChanges(x, access.New(authz, 0, 100))
 	obj, err := r.List(userCtx("team-a", "alice"), &metainternalversion.ListOptions{})
