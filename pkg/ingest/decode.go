@@ -151,36 +151,15 @@ func readEvent(s *scanner, ev *decodedEvent) {
 		case "user":
 			readUser(s, &ev.User)
 		case "impersonatedUser":
-			if s.null() {
-				ev.ImpersonatedUser = nil
-				return true
-			}
-			if ev.ImpersonatedUser == nil {
-				ev.ImpersonatedUser = &authnv1.UserInfo{}
-			}
-			readUser(s, ev.ImpersonatedUser)
+			readOptional(s, &ev.ImpersonatedUser, readUser)
 		case "sourceIPs":
 			ev.SourceIPs = s.strings()
 		case "userAgent":
 			ev.UserAgent = s.stringValue()
 		case "objectRef":
-			if s.null() {
-				ev.ObjectRef = nil
-				return true
-			}
-			if ev.ObjectRef == nil {
-				ev.ObjectRef = &auditv1.ObjectReference{}
-			}
-			readObjectRef(s, ev.ObjectRef)
+			readOptional(s, &ev.ObjectRef, readObjectRef)
 		case "responseStatus":
-			if s.null() {
-				ev.ResponseStatus = nil
-				return true
-			}
-			if ev.ResponseStatus == nil {
-				ev.ResponseStatus = &metav1.Status{}
-			}
-			readStatus(s, ev.ResponseStatus)
+			readOptional(s, &ev.ResponseStatus, readStatus)
 		case "responseObject":
 			if s.null() {
 				ev.ResponseObject, ev.head = nil, nil
@@ -312,4 +291,17 @@ func readMicroTime(s *scanner) metav1.MicroTime {
 		return metav1.MicroTime{}
 	}
 	return metav1.NewMicroTime(t.Local())
+}
+
+// readOptional reads an optional object field into *p: null clears it, anything else is read into *p,
+// allocated first if nil (as encoding/json fills a pointer field).
+func readOptional[T any](s *scanner, p **T, read func(*scanner, *T)) {
+	if s.null() {
+		*p = nil
+		return
+	}
+	if *p == nil {
+		*p = new(T)
+	}
+	read(s, *p)
 }
