@@ -77,14 +77,7 @@ func TestEncodeMatchesMarshal(t *testing.T) {
 
 	for name, c := range map[string]Change{"full": full, "ingest-shaped": ingestShaped, "minimal": minimal, "odd strings": odd, "no body": noBody} {
 		t.Run(name, func(t *testing.T) {
-			got, err := Encode(&c)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want, err := json.Marshal(&c)
-			if err != nil {
-				t.Fatal(err)
-			}
+			got, want := encodings(t, &c)
 			if name == "full" {
 				// The slow path splices the body last; compare as values.
 				var g, w any
@@ -107,6 +100,19 @@ func TestEncodeMatchesMarshal(t *testing.T) {
 	}
 }
 
+// encodings returns c as Encode writes it and as json.Marshal does.
+func encodings(t *testing.T, c *Change) (got, want []byte) {
+	t.Helper()
+	got, err := Encode(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want, err = json.Marshal(c); err != nil {
+		t.Fatal(err)
+	}
+	return got, want
+}
+
 // FuzzEncode holds Encode's fast path to json.Marshal's output for arbitrary strings.
 func FuzzEncode(f *testing.F) {
 	f.Add("alice", "web", "/api/v1/namespaces/a/configmaps/web?fieldManager=kubectl", "kubectl/v1.36", int64(1764172800123456))
@@ -127,14 +133,7 @@ func FuzzEncode(f *testing.F) {
 			Destination: DestinationRef{Namespace: user, Name: agent},
 			Body:        json.RawMessage(`{"a":1}`),
 		}
-		got, err := Encode(&c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want, err := json.Marshal(&c)
-		if err != nil {
-			t.Fatal(err)
-		}
+		got, want := encodings(t, &c)
 		if !bytes.Equal(got, want) {
 			t.Errorf("Encode:\n%s\njson.Marshal:\n%s", got, want)
 		}
