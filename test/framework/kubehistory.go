@@ -133,10 +133,21 @@ func (p *Plane) InstallKubehistory(ctx context.Context, o InstallOptions) (*Kube
 		return nil, err
 	}
 	vars := map[string]string{"KUBEHISTORY_PORT": fmt.Sprint(k.Port)}
-	for _, f := range []string{"rbac", "crds", "local/service.yaml"} {
+	for _, f := range []string{"rbac", "crds", "admission", "local/service.yaml"} {
 		if err := p.ApplyArtifact(ctx, f, vars); err != nil {
 			return nil, err
 		}
+	}
+	// The shipped ClusterRole names only common resources; what the tests track beyond it is granted
+	// the documented way, a second ClusterRole bound to the ServiceAccount.
+	if _, err := KubectlRun(ctx, p.AdminKubeconfig, testExtraRBAC, "apply", "--server-side", "--force-conflicts", "-f", "-"); err != nil {
+		return nil, err
+	}
+	if _, err := KubectlRun(ctx, p.AdminKubeconfig, trustedNamespacesConfigMap(), "apply", "--server-side", "--force-conflicts", "-f", "-"); err != nil {
+		return nil, err
+	}
+	if err := waitForAdmission(ctx, p); err != nil {
+		return nil, err
 	}
 	if err := WaitFor(ctx, 30*time.Second, func() error {
 		_, err := KubectlRun(ctx, p.AdminKubeconfig, "", "wait", "--for=condition=Established", "--timeout=5s",
@@ -205,7 +216,8 @@ func (k *Kubehistory) startReplica(ctx context.Context, name string, port, audit
 		"--audit-tls-cert-file=" + p.AuditServing.CertFile, "--audit-tls-private-key-file=" + p.AuditServing.KeyFile,
 		"--audit-client-ca-file=" + p.AuditCA.CertFile,
 		"--audit-allowed-names=" + p.AuditClientName,
-	}, k.extra...)
+	}, k.serverSecurityArgs()...)
+	r.args = append(r.args, k.extra...)
 	k.Replicas = append(k.Replicas, r)
 	return r, k.Restart(ctx, r)
 }
@@ -313,4 +325,78 @@ func (p *Plane) ApplyArtifact(ctx context.Context, rel string, vars map[string]s
 		}
 	}
 	return nil
+}
+
+// TrustedDestinationNamespaces are the namespaces whose GitDestinations the tests' ClusterWatchRules write
+// to. One list feeds both the admission params ConfigMap and the server's --trusted-destination-namespaces,
+// so the two layers of the same rule cannot drift apart in the tests.
+var TrustedDestinationNamespaces = []string{"kubehistory-system", "team-a", "rules-test"}
+
+// UntrustedProbeNamespace is never trusted; waitForAdmission uses it to see the policy enforced.
+const UntrustedProbeNamespace = "kubehistory-untrusted-probe"
+
+// testExtraRBAC grants kubehistory the test-only resources (the widgets CRD of the reconcile tests) with
+// a second ClusterRole and binding, as docs/operations.md describes for operators.
+const testExtraRBAC = `apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: kubehistory:server-e2e-extra
+rules:
+- apiGroups: ["example.com"]
+  resources: ["widgets"]
+  verbs: ["get", "list", "watch"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: kubehistory:server-e2e-extra
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "kubehistory:server-e2e-extra"}
+subjects:
+- {kind: ServiceAccount, name: kubehistory-apiserver, namespace: kubehistory-system}
+`
+
+func trustedNamespacesConfigMap() string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: ConfigMap
+metadata: {name: kubehistory-admission, namespace: kubehistory-system}
+data: {trustedDestinationNamespaces: %q}
+`, strings.Join(TrustedDestinationNamespaces, ","))
+}
+
+// waitForAdmission waits until the admission policies are enforced: kube-apiserver compiles a new
+// ValidatingAdmissionPolicy and its binding asynchronously, so a dry-run ClusterWatchRule aimed at an
+// untrusted namespace is admitted until then and refused after.
+func waitForAdmission(ctx context.Context, p *Plane) error {
+	probe := fmt.Sprintf(`apiVersion: config.kubehistory.io/v1alpha1
+kind: ClusterWatchRule
+metadata: {name: admission-probe}
+spec:
+  destinationRef: {name: probe, namespace: %s}
+  rules: [{apiGroups: [""], resources: ["namespaces"], scope: Cluster}]
+`, UntrustedProbeNamespace)
+	return WaitFor(ctx, 60*time.Second, func() error {
+		out, err := KubectlRun(ctx, p.AdminKubeconfig, probe, "create", "--dry-run=server", "-f", "-")
+		if err == nil {
+			return fmt.Errorf("admission policy not yet enforced: %s", out)
+		}
+		if !strings.Contains(err.Error(), "trusted namespace") {
+			return err
+		}
+		return nil
+	})
+}
+
+// serverSecurityArgs are the flags the tests need from the server's tenancy hardening: file:// and
+// http:// destinations (the tests' Git servers) and the trusted namespaces above. They are passed only
+// when the binary knows them, so the suite keeps running while those flags land.
+func (k *Kubehistory) serverSecurityArgs() []string {
+	help, _ := exec.Command(k.binary, "--help").CombinedOutput()
+	var args []string
+	if strings.Contains(string(help), "--allowed-url-schemes") {
+		args = append(args, "--allowed-url-schemes=https,ssh,http,file")
+	}
+	if strings.Contains(string(help), "--trusted-destination-namespaces") {
+		args = append(args, "--trusted-destination-namespaces="+strings.Join(TrustedDestinationNamespaces, ","))
+	}
+	return args
 }
