@@ -23,6 +23,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/kubehistory/kubehistory/pkg/cmd/server"
 )
 
 // Config says how to start a Plane.
@@ -306,31 +308,20 @@ func (p *Plane) startEtcd(ctx context.Context, detach bool) error {
 	})
 }
 
-// AuditPolicy records writes of everything but the history group with their bodies, Secrets without
-// bodies, and reads at Metadata level (so the ingest filter is exercised on them).
-const AuditPolicy = `apiVersion: audit.k8s.io/v1
-kind: Policy
-omitStages: ["RequestReceived", "ResponseStarted"]
-rules:
-- level: None
-  resources: [{group: "history.kubehistory.io"}]
-- level: None
-  verbs: ["watch"]
-- level: None
-  resources: [{group: "coordination.k8s.io", resources: ["leases"]}]
-- level: None
-  nonResourceURLs: ["/healthz*", "/readyz*", "/livez*", "/version", "/openapi*", "/api*"]
-- level: Metadata
-  resources: [{group: "", resources: ["secrets"]}]
-- level: Metadata
-  verbs: ["get", "list"]
-- level: RequestResponse
-`
+// AuditLogFile is kube-apiserver's audit log in the plane's directory: a second backend beside the
+// webhook, with the same policy, so that tests read exactly what kube-apiserver audits.
+const AuditLogFile = "audit.log"
 
 func (p *Plane) startAPIServer(ctx context.Context, cfg Config) error {
 	dir := p.pki()
 	policy := filepath.Join(p.Dir, "audit-policy.yaml")
-	if err := os.WriteFile(policy, []byte(AuditPolicy), 0o600); err != nil {
+	// The plane runs the shipped policy (`kubehistory-apiserver audit-policy --all-resources`), so that
+	// the e2e tests exercise what operators deploy.
+	policyYAML, err := server.AllResourcesAuditPolicyYAML()
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(policy, policyYAML, 0o600); err != nil {
 		return err
 	}
 	webhook := filepath.Join(p.Dir, "audit-webhook.kubeconfig")
@@ -344,6 +335,8 @@ func (p *Plane) startAPIServer(ctx context.Context, cfg Config) error {
 		"--audit-webhook-mode="+cfg.AuditWebhookMode,
 		"--audit-webhook-batch-max-wait=1s",
 		"--audit-webhook-initial-backoff=2s",
+		"--audit-log-path="+filepath.Join(p.Dir, AuditLogFile),
+		"--audit-log-format=json",
 	)
 	if _, err := p.start("kube-apiserver", cfg.Detach, args...); err != nil {
 		return err
