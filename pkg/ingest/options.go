@@ -15,6 +15,15 @@ const FlagSetName = "audit webhook"
 // 32 MiB leaves room for operators who raise that.
 const DefaultMaxBodyBytes = 32 << 20
 
+// DefaultMaxConnections bounds concurrent connections: kube-apiserver opens one or a few per replica,
+// so 64 leaves room for a large HA control plane and its retries while bounding what a client holding
+// the certificate (or anyone, during handshakes) can pin.
+const DefaultMaxConnections = 64
+
+// DefaultMaxConcurrentStreams bounds the HTTP/2 requests in flight on one connection, each of which
+// may buffer up to --audit-max-body-bytes.
+const DefaultMaxConcurrentStreams = 8
+
 // Options configure the audit webhook listener.
 type Options struct {
 	// BindAddress is the IP to listen on; default 127.0.0.1, for a kube-apiserver on the same host.
@@ -31,11 +40,18 @@ type Options struct {
 	AllowedNames []string
 	// MaxBodyBytes caps a request body; larger requests get 413.
 	MaxBodyBytes int64
+	// MaxConnections caps concurrent connections; more wait in the kernel's accept queue. Zero is
+	// DefaultMaxConnections (so that an Options literal is never unbounded).
+	MaxConnections int
+	// MaxConcurrentStreams caps concurrent HTTP/2 streams per connection; zero is
+	// DefaultMaxConcurrentStreams.
+	MaxConcurrentStreams uint32
 }
 
 // NewOptions returns the defaults.
 func NewOptions() *Options {
-	return &Options{BindAddress: "127.0.0.1", Port: 8444, MaxBodyBytes: DefaultMaxBodyBytes}
+	return &Options{BindAddress: "127.0.0.1", Port: 8444, MaxBodyBytes: DefaultMaxBodyBytes,
+		MaxConnections: DefaultMaxConnections, MaxConcurrentStreams: DefaultMaxConcurrentStreams}
 }
 
 // AddFlags adds the flags to fs; put them in a section named FlagSetName.
@@ -47,6 +63,8 @@ func (o *Options) AddFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.ClientCAFile, "audit-client-ca-file", o.ClientCAFile, "File with the CA bundle (PEM) that must have signed the client certificate kube-apiserver presents to the audit webhook.")
 	fs.StringSliceVar(&o.AllowedNames, "audit-allowed-names", o.AllowedNames, "Common names accepted in the audit webhook's client certificate. Empty: any certificate signed by --audit-client-ca-file.")
 	fs.Int64Var(&o.MaxBodyBytes, "audit-max-body-bytes", o.MaxBodyBytes, "Largest audit EventList accepted, in bytes; larger requests get 413.")
+	fs.IntVar(&o.MaxConnections, "audit-max-connections", o.MaxConnections, "Most concurrent connections to the audit webhook; further ones wait to be accepted.")
+	fs.Uint32Var(&o.MaxConcurrentStreams, "audit-max-concurrent-streams", o.MaxConcurrentStreams, "Most concurrent HTTP/2 requests on one audit webhook connection.")
 }
 
 // Validate checks the options; it returns every problem, not just the first.
@@ -66,6 +84,9 @@ func (o *Options) Validate() []error {
 	}
 	if o.MaxBodyBytes <= 0 {
 		errs = append(errs, fmt.Errorf("--audit-max-body-bytes must be positive, got %d", o.MaxBodyBytes))
+	}
+	if o.MaxConnections < 0 {
+		errs = append(errs, fmt.Errorf("--audit-max-connections must not be negative, got %d", o.MaxConnections))
 	}
 	return errs
 }

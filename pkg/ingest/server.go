@@ -4,20 +4,22 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"iter"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"sync"
 	"time"
 
+	"golang.org/x/net/http2"
+	"golang.org/x/net/netutil"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 	"k8s.io/klog/v2"
 
 	"github.com/kubehistory/kubehistory/pkg/queue"
@@ -44,6 +46,12 @@ type Server struct {
 	tlsConfig *tls.Config
 	allowed   map[string]bool
 
+	// The serving certificate and the client CA are re-read when their files change (cert-manager or
+	// kubeadm rotate them in place), and certs hands every new handshake the current pair and pool.
+	servingContent *dynamiccertificates.DynamicCertKeyPairContent
+	caContent      *dynamiccertificates.DynamicFileCAContent
+	certs          *dynamiccertificates.DynamicServingCertificateController
+
 	mu       sync.Mutex
 	listener net.Listener
 }
@@ -56,17 +64,34 @@ func NewServer(opts Options, matcher RuleMatcher, publisher Publisher) (*Server,
 	if matcher == nil || publisher == nil {
 		return nil, errors.New("the audit webhook needs a rule matcher and a publisher")
 	}
-	cert, err := tls.LoadX509KeyPair(opts.CertFile, opts.KeyFile)
+	servingContent, err := dynamiccertificates.NewDynamicServingContentFromFiles("audit-webhook-serving", opts.CertFile, opts.KeyFile)
 	if err != nil {
 		return nil, fmt.Errorf("loading audit webhook serving certificate: %w", err)
 	}
-	caPEM, err := os.ReadFile(opts.ClientCAFile)
+	caContent, err := dynamiccertificates.NewDynamicCAContentFromFile("audit-webhook-client-ca", opts.ClientCAFile)
 	if err != nil {
-		return nil, fmt.Errorf("reading audit webhook client CA: %w", err)
+		return nil, fmt.Errorf("loading audit webhook client CA: %w", err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, fmt.Errorf("no PEM certificate in audit webhook client CA file %s", opts.ClientCAFile)
+	base := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		// The handshake itself refuses a client without a certificate chaining to the CA: no
+		// unauthenticated byte of a body is ever read.
+		ClientAuth: tls.RequireAndVerifyClientCert,
+		// The per-handshake config is a clone of this one, so HTTP/2 must be offered here.
+		NextProtos: []string{http2.NextProtoTLS, "http/1.1"},
+	}
+	certs := dynamiccertificates.NewDynamicServingCertificateController(base, caContent, servingContent, nil, nil)
+	servingContent.AddListener(certs)
+	caContent.AddListener(certs)
+	// Fill the first config now, so that a bad pair fails NewServer instead of every handshake.
+	if err := certs.RunOnce(); err != nil {
+		return nil, fmt.Errorf("audit webhook TLS: %w", err)
+	}
+	if opts.MaxConnections == 0 {
+		opts.MaxConnections = DefaultMaxConnections
+	}
+	if opts.MaxConcurrentStreams == 0 {
+		opts.MaxConcurrentStreams = DefaultMaxConcurrentStreams
 	}
 	allowed := map[string]bool{}
 	for _, n := range opts.AllowedNames {
@@ -74,17 +99,17 @@ func NewServer(opts Options, matcher RuleMatcher, publisher Publisher) (*Server,
 	}
 	RegisterMetrics()
 	return &Server{
-		opts:      opts,
-		matcher:   matcher,
-		publisher: publisher,
-		allowed:   allowed,
+		opts:           opts,
+		matcher:        matcher,
+		publisher:      publisher,
+		allowed:        allowed,
+		servingContent: servingContent,
+		caContent:      caContent,
+		certs:          certs,
 		tlsConfig: &tls.Config{
-			MinVersion:   tls.VersionTLS12,
-			Certificates: []tls.Certificate{cert},
-			ClientCAs:    pool,
-			// The handshake itself refuses a client without a certificate chaining to the CA: no
-			// unauthenticated byte of a body is ever read.
-			ClientAuth: tls.RequireAndVerifyClientCert,
+			MinVersion:         tls.VersionTLS12,
+			NextProtos:         base.NextProtos,
+			GetConfigForClient: certs.GetConfigForClient,
 		},
 	}, nil
 }
@@ -99,7 +124,9 @@ func (s *Server) Listen() (net.Addr, error) {
 		if err != nil {
 			return nil, fmt.Errorf("audit webhook: %w", err)
 		}
-		s.listener = ln
+		// Each connection holds a TLS state and buffers; kube-apiserver needs one per replica, so a
+		// bound keeps a flood of handshakes from exhausting memory or file descriptors.
+		s.listener = netutil.LimitListener(ln, s.opts.MaxConnections)
 	}
 	return s.listener.Addr(), nil
 }
@@ -111,6 +138,11 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The file watchers re-read the serving pair and the CA; the controller rebuilds the TLS config
+	// they feed. All stop with ctx.
+	go s.servingContent.Run(ctx, 1)
+	go s.caContent.Run(ctx, 1)
+	go s.certs.Run(1, ctx.Done())
 	srv := &http.Server{
 		Handler:           s.Handler(),
 		TLSConfig:         s.tlsConfig,
@@ -119,6 +151,10 @@ func (s *Server) Run(ctx context.Context) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          klog.NewStandardLogger("WARNING"),
 		BaseContext:       func(net.Listener) context.Context { return ctx },
+	}
+	// Each HTTP/2 stream of one connection is a request with its own body buffer: bound them too.
+	if err := http2.ConfigureServer(srv, &http2.Server{MaxConcurrentStreams: s.opts.MaxConcurrentStreams}); err != nil {
+		return fmt.Errorf("audit webhook: %w", err)
 	}
 	errCh := make(chan error, 1)
 	go func() {
@@ -165,10 +201,9 @@ func (s *Server) serveAudit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	body, err := readBody(w, r, s.opts.MaxBodyBytes)
+	body, err := readBody(r, s.opts.MaxBodyBytes)
 	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
+		if errors.Is(err, errBodyTooLarge) {
 			s.fail(w, http.StatusRequestEntityTooLarge, metav1.StatusReasonRequestEntityTooLarge,
 				fmt.Sprintf("audit EventList larger than %d bytes", s.opts.MaxBodyBytes))
 			return
@@ -225,16 +260,29 @@ func (s *Server) serveAudit(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// readBody reads the request body up to max bytes into a buffer sized from Content-Length, so that a
-// batch of several hundred KiB is not copied through io.ReadAll's doubling growth.
-func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, error) {
-	size := r.ContentLength
-	if size < 0 || size > max {
-		size = 0
+var errBodyTooLarge = errors.New("request body too large")
+
+// initialBodyBuffer is the first buffer of a body read: a typical batch of a few dozen events fits, and
+// larger ones grow by doubling. It is never sized from Content-Length, which the client chooses: a
+// small body claiming gigabytes must not reserve them.
+const initialBodyBuffer = 64 << 10
+
+// readBody reads the request body, at most max bytes; a longer body (or a claimed Content-Length above
+// max) is errBodyTooLarge, without reading it.
+func readBody(r *http.Request, max int64) ([]byte, error) {
+	if r.ContentLength > max {
+		return nil, errBodyTooLarge
 	}
-	buf := bytes.NewBuffer(make([]byte, 0, size+bytes.MinRead)) // ReadFrom wants MinRead spare bytes before it reads EOF
-	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, max))
-	return buf.Bytes(), err
+	buf := bytes.NewBuffer(make([]byte, 0, initialBodyBuffer))
+	// One byte beyond max tells a body of exactly max bytes from a longer one.
+	n, err := buf.ReadFrom(io.LimitReader(r.Body, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if n > max {
+		return nil, errBodyTooLarge
+	}
+	return buf.Bytes(), nil
 }
 
 // fail answers with a Kubernetes Status, which kube-apiserver's webhook client logs with its message.
