@@ -14,6 +14,9 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/storer"
 	"k8s.io/klog/v2"
+
+	"github.com/kubehistory/kubehistory/pkg/gitrecord"
+	"github.com/kubehistory/kubehistory/pkg/installkey"
 )
 
 // Trailers written in every commit. Git is the source of truth: the journal below is only a cache
@@ -72,10 +75,12 @@ type state struct {
 	paths     map[string]ObjectVersion
 	lines     int
 	retention time.Duration
+	// key verifies the seal of the commits whose trailers catchUp reads: only our own commits count.
+	key installkey.Key
 }
 
-func loadState(dir string, retention time.Duration) (*state, error) {
-	st := &state{file: filepath.Join(dir, "state.jsonl"), ids: map[string]idState{}, paths: map[string]ObjectVersion{}, retention: retention}
+func loadState(dir string, retention time.Duration, key installkey.Key) (*state, error) {
+	st := &state{file: filepath.Join(dir, "state.jsonl"), ids: map[string]idState{}, paths: map[string]ObjectVersion{}, retention: retention, key: key}
 	f, err := os.Open(st.file)
 	if os.IsNotExist(err) {
 		return st, nil
@@ -221,7 +226,14 @@ func (st *state) catchUp(s storer.EncodedObjectStorer, head plumbing.Hash) error
 		if err != nil {
 			return fmt.Errorf("reading commit %s: %w", h, err)
 		}
-		t := ParseTrailers(c.Message)
+		// A foreign commit (anyone could push one) says nothing: its trailers could claim any change ID
+		// or freeze a path with a huge resourceVersion. Its files are still the branch's contents.
+		var t Trailers
+		if gitrecord.Verify(st.key, c) {
+			t = ParseTrailers(c.Message)
+		} else {
+			klog.InfoS("Ignoring the trailers of a commit not sealed by this installation", "file", st.file, "commit", c.Hash.String())
+		}
 		if c.Committer.When.After(cutoff) {
 			for _, id := range t.IDs {
 				if _, ok := ids[id]; !ok {
@@ -306,4 +318,24 @@ func olderThan(a, b string) bool {
 	x, err1 := strconv.ParseUint(a, 10, 64)
 	y, err2 := strconv.ParseUint(b, 10, 64)
 	return err1 == nil && err2 == nil && x < y
+}
+
+// impossibleLead is how far a recorded resourceVersion may run ahead of the one the reconciler
+// observed before it counts as impossible. An audit change that raced the List leads by the few
+// writes made in between; a forged trailer (18446744073709551615) or a revision from before an etcd
+// restore leads by far more. A lead below this bound is taken as a real, newer change.
+const impossibleLead = 1 << 32
+
+// impossiblyNewer says whether recorded is a version the cluster, observed at seen, cannot have
+// produced yet: not a number, or ahead of seen by more than impossibleLead.
+func impossiblyNewer(recorded, seen string) bool {
+	s, err := strconv.ParseUint(seen, 10, 64)
+	if err != nil {
+		return false // opaque versions: nothing to judge by
+	}
+	r, err := strconv.ParseUint(recorded, 10, 64)
+	if err != nil {
+		return true
+	}
+	return r > s && r-s > impossibleLead
 }

@@ -38,6 +38,7 @@ import (
 
 	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
+	"github.com/kubehistory/kubehistory/pkg/gitrecord"
 	"github.com/kubehistory/kubehistory/pkg/sanitize"
 )
 
@@ -80,6 +81,9 @@ func New(cfg Config, js jetstream.JetStream, fetcher ObjectFetcher) (*Writer, er
 	if cfg.DataDir == "" {
 		return nil, fmt.Errorf("gitwriter: destination %s: DataDir is required", cfg.Destination)
 	}
+	if cfg.Key.IsZero() {
+		return nil, fmt.Errorf("gitwriter: destination %s: the installation key is not set", cfg.Destination)
+	}
 	auth, err := cfg.authMethod()
 	if err != nil {
 		return nil, err
@@ -88,7 +92,7 @@ func New(cfg Config, js jetstream.JetStream, fetcher ObjectFetcher) (*Writer, er
 	if err := w.openRepo(); err != nil {
 		return nil, err
 	}
-	w.state, err = loadState(cfg.dir(), cfg.IDRetention)
+	w.state, err = loadState(cfg.dir(), cfg.IDRetention, cfg.Key)
 	if err != nil {
 		return nil, fmt.Errorf("gitwriter: destination %s: loading state: %w", cfg.Destination, err)
 	}
@@ -652,6 +656,12 @@ func (w *Writer) build(base plumbing.Hash, batch []*pending, now time.Time) (*bu
 			next := old
 			cur, known := current(path)
 			apply := (del || p.yaml != nil) && applies(cur, known, p.rv(), del)
+			if !apply && p.ch.Verb == historyv1alpha1.VerbSeed && p.yaml != nil && impossiblyNewer(cur.RV, p.rv()) {
+				// A seed is the cluster's observed state: a recorded version far beyond it cannot be real
+				// (forged, or resourceVersions went back after an etcd restore) and must not freeze the
+				// file. A slightly newer one is an audit change that raced the List, and wins.
+				apply = true
+			}
 			if p.ch.Source == historyv1alpha1.SourceReconcile && !reconcileChanges(apply, del, old, p.yaml) {
 				res.skipped[p.ch.ChangeID] = true
 				continue
@@ -713,6 +723,8 @@ func (w *Writer) build(base plumbing.Hash, batch []*pending, now time.Time) (*bu
 		if !parent.IsZero() {
 			commit.ParentHashes = []plumbing.Hash{parent}
 		}
+		// The seal is what makes the trailers count: commits without it are foreign (issue 14).
+		gitrecord.Seal(w.cfg.Key, commit)
 		h, err := ow.putObject(commit)
 		if err != nil {
 			return nil, err
@@ -852,6 +864,9 @@ func (w *Writer) committedRecord(p *pending) (change.Record, error) {
 		return rec, fmt.Errorf("reading commit %s of change %s: %w", h, p.ch.ChangeID, err)
 	}
 	rec.Git = w.gitLink(path, h.String(), metav1.NewTime(c.Committer.When))
+	if !gitrecord.Verify(w.cfg.Key, c) {
+		return rec, fmt.Errorf("commit %s of change %s is not sealed by this installation", h, p.ch.ChangeID)
+	}
 	for _, m := range ParseTrailers(c.Message).Markers[p.ch.ChangeID] {
 		rec.Markers = append(rec.Markers, historyv1alpha1.ChangeMarker(m))
 		if historyv1alpha1.ChangeMarker(m) == historyv1alpha1.MarkerGap {
