@@ -1,0 +1,79 @@
+package gitwriter
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
+)
+
+// TestForgedTrailerDoesNotFreeze: a foreign commit pushed to the branch claims an impossible
+// resourceVersion for a tracked file. Its trailers count for nothing: a writer that rebuilds its
+// journal from Git still applies the next audit change, and a seed makes the file follow the cluster.
+func TestForgedTrailerDoesNotFreeze(t *testing.T) {
+	js := startJetStream(t)
+	remote := bareRepo(t)
+	cfg := testConfig(t, "file://"+remote)
+	r := startWriter(t, cfg, js, nil)
+	web := mkChange("alice", "create", "configmaps", "team-a", "web", "100", data("color", "blue"))
+	publish(t, js, "", web)
+	waitRecords(t, js, 1)
+	waitAcked(t, js)
+	r.stop(t)
+
+	path := ObjectPath(cfg.PathPrefix, web.Object)
+	co := checkout(t, remote)
+	if err := os.WriteFile(filepath.Join(co, path), []byte("forged: true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	gitCLI(t, co, "commit", "-q", "-am", "forged\n\n"+TrailerObjectVersion+": "+path+" 18446744073709551615\n"+TrailerChangeID+": forged-id\n")
+	gitCLI(t, co, "push", "-q", "origin", "HEAD:main")
+
+	// A fresh data directory: the journal is rebuilt from the trailers, and must skip the forged commit.
+	cfg.DataDir = t.TempDir()
+	startWriter(t, cfg, js, nil)
+	green := mkChange("alice", "update", "configmaps", "team-a", "web", "101", data("color", "green"))
+	publish(t, js, "", green)
+	recs := waitRecords(t, js, 2)
+	waitAcked(t, js)
+	if got := recordByID(recs)[green.ChangeID]; got.Git.Commit == "" {
+		t.Fatalf("the audit change after the forged commit was not committed: %+v", got)
+	}
+	if got := gitCLI(t, checkout(t, remote), "show", "HEAD:"+path); !strings.Contains(got, "green") {
+		t.Fatalf("file after the audit change:\n%s", got)
+	}
+	seed := mkSeed("configmaps", "team-a", "web", "102", data("color", "red"))
+	publish(t, js, "", seed)
+	recs = waitRecords(t, js, 3)
+	waitAcked(t, js)
+	if got := recordByID(recs)[seed.ChangeID]; got.Verb != historyv1alpha1.VerbSeed {
+		t.Fatalf("seed record: %+v", got)
+	}
+	if got := gitCLI(t, checkout(t, remote), "show", "HEAD:"+path); !strings.Contains(got, "red") {
+		t.Fatalf("file after the seed:\n%s", got)
+	}
+}
+
+// TestSeedBeatsImpossibleSealedVersion: even a version recorded by our own sealed commit (say, before
+// an etcd restore without a revision bump, or a bug) cannot freeze a file when it is impossibly far
+// ahead of what the reconciler observes.
+func TestSeedBeatsImpossibleSealedVersion(t *testing.T) {
+	js := startJetStream(t)
+	remote := bareRepo(t)
+	cfg := testConfig(t, "file://"+remote)
+	startWriter(t, cfg, js, nil)
+	web := mkChange("alice", "create", "configmaps", "team-a", "web", "18446744073709551615", data("color", "blue"))
+	publish(t, js, "", web)
+	waitRecords(t, js, 1)
+	waitAcked(t, js)
+	seed := mkSeed("configmaps", "team-a", "web", "200", data("color", "red"))
+	publish(t, js, "", seed)
+	waitRecords(t, js, 2)
+	waitAcked(t, js)
+	path := ObjectPath(cfg.PathPrefix, web.Object)
+	if got := gitCLI(t, checkout(t, remote), "show", "HEAD:"+path); !strings.Contains(got, "red") {
+		t.Fatalf("file after the seed:\n%s", got)
+	}
+}
