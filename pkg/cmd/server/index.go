@@ -11,7 +11,11 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	cliflag "k8s.io/component-base/cli/flag"
 	logsapi "k8s.io/component-base/logs/api/v1"
 	"k8s.io/component-base/term"
@@ -21,6 +25,7 @@ import (
 	"github.com/kubehistory/kubehistory/pkg/index"
 	"github.com/kubehistory/kubehistory/pkg/index/follow"
 	"github.com/kubehistory/kubehistory/pkg/index/gitlog"
+	"github.com/kubehistory/kubehistory/pkg/installkey"
 )
 
 // rebuildOptions are the flags of `index rebuild`: the server's own (so that it runs with a replica's
@@ -31,6 +36,11 @@ type rebuildOptions struct {
 	Repository  string
 	Branch      string
 	Destination string
+	// The installation key tells kubehistory's commits from foreign ones: from a file (offline) or
+	// from its Secret, read with --kubeconfig (the "kubernetes API" flags; in-cluster when empty).
+	KeyFile      string
+	KeySecret    string
+	KeyNamespace string
 }
 
 // newIndexCommand is `kubehistory-apiserver index`, maintenance of a replica's index file.
@@ -44,7 +54,7 @@ func newIndexCommand(ctx context.Context) *cobra.Command {
 }
 
 func newRebuildCommand(ctx context.Context) *cobra.Command {
-	o := &rebuildOptions{Options: NewOptions(os.Stdout, os.Stderr), From: "stream", Branch: "main"}
+	o := &rebuildOptions{Options: NewOptions(os.Stdout, os.Stderr), From: "stream", Branch: "main", KeySecret: installkey.DefaultSecretName, KeyNamespace: defaultKeyNamespace}
 	cmd := &cobra.Command{
 		Use:   "rebuild --from=stream|git",
 		Short: "Rebuild index.db from stream KUBEHISTORY_HISTORY or from a destination's Git history",
@@ -80,8 +90,11 @@ changes committed together) then differ from the stream's, and clients must list
 	rs.StringVar(&o.Repository, "repository", o.Repository, "With --from=git: the destination's repository, a local path (bare, a checkout, or the writer's cache under <data-dir>/git) or a URL to clone.")
 	rs.StringVar(&o.Branch, "branch", o.Branch, "With --from=git: the destination's branch.")
 	rs.StringVar(&o.Destination, "destination", o.Destination, "With --from=git: the GitDestination as <namespace>/<name>; change IDs are derived from it.")
+	rs.StringVar(&o.KeyFile, "installation-key-file", o.KeyFile, "With --from=git: a file holding the raw installation key; commits not sealed under it are skipped. Default: read the key's Secret with --kubeconfig.")
+	rs.StringVar(&o.KeySecret, "installation-key-secret", o.KeySecret, "With --from=git and no --installation-key-file: the Secret holding the installation key.")
+	rs.StringVar(&o.KeyNamespace, "installation-key-namespace", o.KeyNamespace, "Namespace of --installation-key-secret.")
 	fs := cmd.Flags()
-	shown := map[string]bool{"rebuild": true, "kubehistory": true, "NATS JetStream": true, "logging": true}
+	shown := map[string]bool{"rebuild": true, "kubehistory": true, "kubernetes API": true, "NATS JetStream": true, "logging": true}
 	var help cliflag.NamedFlagSets
 	for _, name := range fss.Order {
 		fs.AddFlagSet(fss.FlagSets[name])
@@ -164,11 +177,15 @@ func (o *rebuildOptions) run(ctx context.Context) error {
 		summary = fmt.Sprintf("%d records from stream %s (read %d, skipped %d undecodable), last sequence %d", st.Added, change.HistoryStream, st.Read, st.Skipped, st.LastSeq)
 	case "git":
 		ns, name, _ := strings.Cut(o.Destination, "/")
-		st, err := gitlog.Rebuild(ctx, idx, gitlog.Options{Repository: o.Repository, Branch: o.Branch, Destination: change.DestinationRef{Namespace: ns, Name: name}})
+		key, err := o.installationKey(ctx)
 		if err != nil {
 			return err
 		}
-		summary = fmt.Sprintf("%d records from %d commits of %s (branch %s), synthetic sequences 1 to %d", st.Records, st.Commits, o.Repository, o.Branch, st.LastSeq)
+		st, err := gitlog.Rebuild(ctx, idx, gitlog.Options{Repository: o.Repository, Branch: o.Branch, Destination: change.DestinationRef{Namespace: ns, Name: name}, Key: key})
+		if err != nil {
+			return err
+		}
+		summary = fmt.Sprintf("%d records from %d commits of %s (branch %s), synthetic sequences 1 to %d; skipped %d foreign commits (not sealed by installation key %s)", st.Records, st.Commits, o.Repository, o.Branch, st.LastSeq, st.Foreign, key.ID())
 	}
 	if removed, err := idx.Retain(o.Retention.policy(), time.Now()); err != nil {
 		return fmt.Errorf("applying retention: %w", err)
@@ -190,4 +207,38 @@ func (o *rebuildOptions) run(ctx context.Context) error {
 	klog.InfoS("Rebuilt the index", "path", path, "from", o.From, "duration", time.Since(start))
 	fmt.Fprintf(o.StdOut, "rebuilt %s: %s\n", path, summary)
 	return nil
+}
+
+// defaultKeyNamespace is where the server keeps the installation key's Secret.
+const defaultKeyNamespace = "kubehistory-system"
+
+// installationKey reads the key that seals kubehistory's commits: from --installation-key-file when
+// given (offline, no cluster needed), else from its Secret.
+func (o *rebuildOptions) installationKey(ctx context.Context) (installkey.Key, error) {
+	if o.KeyFile != "" {
+		b, err := os.ReadFile(o.KeyFile)
+		if err != nil {
+			return installkey.Key{}, fmt.Errorf("reading --installation-key-file: %w", err)
+		}
+		return installkey.New(b)
+	}
+	var cfg *rest.Config
+	var err error
+	if path := o.RecommendedOptions.CoreAPI.CoreAPIKubeconfigPath; path != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", path)
+	} else {
+		cfg, err = rest.InClusterConfig()
+	}
+	if err != nil {
+		return installkey.Key{}, fmt.Errorf("the installation key is needed to tell kubehistory's commits from foreign ones: give --installation-key-file or --kubeconfig: %w", err)
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return installkey.Key{}, err
+	}
+	s, err := cs.CoreV1().Secrets(o.KeyNamespace).Get(ctx, o.KeySecret, metav1.GetOptions{})
+	if err != nil {
+		return installkey.Key{}, fmt.Errorf("reading the installation key: %w", err)
+	}
+	return installkey.FromSecret(s)
 }

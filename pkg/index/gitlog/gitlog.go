@@ -21,8 +21,10 @@ import (
 
 	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
+	"github.com/kubehistory/kubehistory/pkg/gitrecord"
 	"github.com/kubehistory/kubehistory/pkg/gitwriter"
 	"github.com/kubehistory/kubehistory/pkg/index"
+	"github.com/kubehistory/kubehistory/pkg/installkey"
 )
 
 // Options choose the history to read.
@@ -40,11 +42,16 @@ type Options struct {
 	MaxDiffBytes int
 	// FirstSeq is the sequence of the first record; default 1.
 	FirstSeq uint64
+	// Key is the installation key: only commits sealed under it are kubehistory's; the others (anyone
+	// who may push to the repository can make them) are skipped and counted. Required.
+	Key installkey.Key
 }
 
 // Stats says what a rebuild read.
 type Stats struct {
 	Commits, Records int
+	// Foreign counts the commits skipped because they are not sealed under the installation key.
+	Foreign int
 	// LastSeq is the sequence of the last record.
 	LastSeq uint64
 }
@@ -58,6 +65,9 @@ const batchSize = 1000
 // commit's author time is the newest change time of its changes).
 func Rebuild(ctx context.Context, idx *index.Index, o Options) (Stats, error) {
 	var st Stats
+	if o.Key.IsZero() {
+		return st, errors.New("gitlog: the installation key is required to tell kubehistory's commits from foreign ones")
+	}
 	if o.FirstSeq == 0 {
 		o.FirstSeq = 1
 	}
@@ -103,9 +113,16 @@ func Rebuild(ctx context.Context, idx *index.Index, o Options) (Stats, error) {
 		if err != nil {
 			return st, fmt.Errorf("reading commit %s: %w", chain[i], err)
 		}
-		recs, err := records(repo, c, o)
-		if err != nil {
-			return st, fmt.Errorf("commit %s: %w", c.Hash, err)
+		var recs []change.Record
+		if gitrecord.Verify(o.Key, c) {
+			if recs, err = records(repo, c, o); err != nil {
+				return st, fmt.Errorf("commit %s: %w", c.Hash, err)
+			}
+		} else {
+			// A foreign commit's trailers could forge history in any namespace: it is no record. Its
+			// files stay in the trees, so the next sealed commit diffs against them.
+			st.Foreign++
+			klog.InfoS("Skipping a commit not sealed by this installation", "destination", o.Destination.String(), "commit", c.Hash.String(), "author", c.Author.Email)
 		}
 		if len(recs) > 0 {
 			st.Commits++

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/kubehistory/kubehistory/pkg/index"
 	"github.com/kubehistory/kubehistory/pkg/index/follow"
 	"github.com/kubehistory/kubehistory/pkg/index/gitlog"
+	"github.com/kubehistory/kubehistory/pkg/installkey"
 	"github.com/kubehistory/kubehistory/pkg/queue"
 )
 
@@ -125,7 +127,7 @@ func TestRebuildFromGitMatchesTheStream(t *testing.T) {
 	w, err := gitwriter.New(gitwriter.Config{
 		Destination: dest, URL: e.bare, Branch: "main", PathPrefix: "clusters/dev",
 		CommitWindow: 200 * time.Millisecond, DataDir: t.TempDir(), Identity: "test",
-		RetryInitial: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond,
+		RetryInitial: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, Key: testKey, KeyID: testKey.ID(),
 	}, e.js, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -170,9 +172,22 @@ func TestRebuildFromGitMatchesTheStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fromGit.Close()
-	st, err := gitlog.Rebuild(context.Background(), fromGit, gitlog.Options{Repository: e.bare, Branch: "main", Destination: dest, FirstSeq: 1})
-	if err != nil || st.Records != 12 || st.LastSeq != 12 {
+	// A foreign pusher forges a change in another team's namespace: no record may come of it.
+	pushForged(t, e.bare)
+	st, err := gitlog.Rebuild(context.Background(), fromGit, gitlog.Options{Repository: e.bare, Branch: "main", Destination: dest, FirstSeq: 1, Key: testKey})
+	if err != nil || st.Records != 12 || st.LastSeq != 12 || st.Foreign != 1 {
 		t.Fatalf("git rebuild: %+v, %v", st, err)
+	}
+	st0 := st
+
+	// Under another installation's key every commit is foreign.
+	other, err := index.Open(filepath.Join(t.TempDir(), "other.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if st, err := gitlog.Rebuild(context.Background(), other, gitlog.Options{Repository: e.bare, Branch: "main", Destination: dest, Key: installkey.ForTest("other")}); err != nil || st.Records != 0 || st.Foreign != st0.Commits+1 {
+		t.Fatalf("git rebuild under another key: %+v, %v", st, err)
 	}
 
 	want := listAll(t, fromStream)
@@ -256,10 +271,40 @@ func TestRebuildErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer x.Close()
-	if _, err := gitlog.Rebuild(context.Background(), x, gitlog.Options{Repository: e.bare, Branch: "main", Destination: dest}); err == nil || !strings.Contains(err.Error(), `branch "main" not found`) {
+	if _, err := gitlog.Rebuild(context.Background(), x, gitlog.Options{Repository: e.bare, Branch: "main", Destination: dest, Key: testKey}); err == nil || !strings.Contains(err.Error(), `branch "main" not found`) {
 		t.Errorf("empty repository: %v", err)
 	}
-	if _, err := gitlog.Rebuild(context.Background(), x, gitlog.Options{Repository: "file:///nonexistent/repo.git", Branch: "main", Destination: dest}); err == nil || !strings.Contains(err.Error(), "cloning") {
+	if _, err := gitlog.Rebuild(context.Background(), x, gitlog.Options{Repository: "file:///nonexistent/repo.git", Branch: "main", Destination: dest, Key: testKey}); err == nil || !strings.Contains(err.Error(), "cloning") {
 		t.Errorf("missing repository: %v", err)
 	}
+}
+
+// testKey is the installation key of these tests.
+var testKey = installkey.ForTest("gitlog")
+
+// pushForged pushes, with the git CLI, a commit that looks like the writer's (a file of team-z and
+// trailers claiming a change) but carries no seal.
+func pushForged(t *testing.T, bare string) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "forger")
+	run := func(args ...string) {
+		cmd := exec.Command("git", args...)
+		cmd.Env = append(os.Environ(), "GIT_AUTHOR_NAME=mallory", "GIT_AUTHOR_EMAIL=mallory@example.com",
+			"GIT_COMMITTER_NAME=kubehistory", "GIT_COMMITTER_EMAIL=kubehistory@example.com", "GIT_CONFIG_NOSYSTEM=1", "HOME="+dir)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	run("clone", "-q", bare, dir)
+	path := filepath.Join(dir, "clusters/dev/namespaces/team-z/configmaps/forged.yaml")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: forged\n  namespace: team-z\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run("-C", dir, "add", ".")
+	run("-C", dir, "commit", "-q", "-m", "create configmaps team-z/forged\n\n"+
+		gitwriter.TrailerChangeID+": forged-1\n"+gitwriter.TrailerObjectVersion+": clusters/dev/namespaces/team-z/configmaps/forged.yaml 18446744073709551615\n")
+	run("-C", dir, "push", "-q", "origin", "HEAD:main")
 }
