@@ -9,7 +9,10 @@ MODULE=github.com/kubehistory/kubehistory
 CACHE=${KUBEHISTORY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubehistory}
 CONTROLLER_TOOLS_VERSION=${CONTROLLER_TOOLS_VERSION:-v0.23.0}
 
+# A clean machine has no module cache yet: go list -m prints an empty Dir for a module not downloaded.
+go mod download k8s.io/code-generator
 CODEGEN_PKG=$(go list -m -f '{{.Dir}}' k8s.io/code-generator)
+test -f "$CODEGEN_PKG/kube_codegen.sh" || { echo "k8s.io/code-generator not found in the module cache" >&2; exit 1; }
 # shellcheck source=/dev/null
 source "$CODEGEN_PKG/kube_codegen.sh"
 

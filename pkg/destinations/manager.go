@@ -13,6 +13,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"regexp"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,9 +31,11 @@ import (
 	"k8s.io/klog/v2"
 
 	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/change"
 	versioned "github.com/kubehistory/kubehistory/pkg/generated/clientset/versioned"
 	configlisters "github.com/kubehistory/kubehistory/pkg/generated/listers/config/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/gitwriter"
+	"github.com/kubehistory/kubehistory/pkg/installkey"
 )
 
 // Options tune the manager.
@@ -44,7 +49,30 @@ type Options struct {
 	// LeaseDuration of the per-destination writer lease: how long a dead replica's destinations wait
 	// before another replica takes them over.
 	LeaseDuration time.Duration
+	// LeaseNamespace holds the writer leases: kubehistory's own namespace, never the destination's, so
+	// that a tenant who may edit Leases in their namespace cannot seize or fence a writer.
+	LeaseNamespace string
+	// Key is the installation key the writers fingerprint and seal with.
+	Key installkey.Key
+	// AllowedURLSchemes are the URL schemes a GitDestination may use ("https", "ssh" — which includes
+	// scp-style user@host:path — and, only when an operator opts in, "http" and "file").
+	AllowedURLSchemes []string
+	// SensitivePaths and StripAnnotations apply to every destination, beside each one's own.
+	SensitivePaths   []string
+	StripAnnotations []string
 }
+
+// CredentialsLabel must be "true" on a Secret (or the Secret must be of type CredentialsSecretType)
+// before kubehistory reads it as a GitDestination's credentials: a tenant cannot point kubehistory at an
+// arbitrary Secret of their namespace (a ServiceAccount token, a database password) and have it sent to
+// a server of their choosing.
+const (
+	CredentialsLabel      = "kubehistory.io/git-credentials"
+	CredentialsSecretType = "kubehistory.io/git-credentials"
+)
+
+// DefaultAllowedURLSchemes are the schemes allowed without an operator's opt-in.
+var DefaultAllowedURLSchemes = []string{"https", "ssh"}
 
 // Manager starts and stops writers.
 type Manager struct {
@@ -74,6 +102,12 @@ func New(opts Options, lister configlisters.GitDestinationLister, kube kubernete
 	}
 	if opts.LeaseDuration == 0 {
 		opts.LeaseDuration = 15 * time.Second
+	}
+	if opts.LeaseNamespace == "" {
+		opts.LeaseNamespace = "kubehistory-system"
+	}
+	if opts.AllowedURLSchemes == nil {
+		opts.AllowedURLSchemes = DefaultAllowedURLSchemes
 	}
 	return &Manager{opts: opts, lister: lister, kube: kube, client: client, js: js, fetcher: fetcher,
 		running: map[string]*running{}, wake: make(chan struct{}, 1)}
@@ -159,6 +193,11 @@ func (m *Manager) sync(ctx context.Context) {
 }
 
 func (m *Manager) config(ctx context.Context, gd *configv1alpha1.GitDestination) (gitwriter.Config, string, error) {
+	// The scheme is checked before the credentials are read: a refused URL never gets them.
+	if scheme, ok := URLScheme(gd.Spec.URL); !ok || !slices.Contains(m.opts.AllowedURLSchemes, scheme) {
+		return gitwriter.Config{}, configv1alpha1.ReasonURLSchemeNotAllowed, fmt.Errorf("url scheme %q is not allowed on this server (allowed: %s; http and file need the operator's --allowed-url-schemes)",
+			scheme, strings.Join(m.opts.AllowedURLSchemes, ", "))
+	}
 	var data map[string][]byte
 	if ref := gd.Spec.CredentialsSecretRef; ref != nil {
 		s, err := m.kube.CoreV1().Secrets(gd.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
@@ -171,6 +210,10 @@ func (m *Manager) config(ctx context.Context, gd *configv1alpha1.GitDestination)
 		if err != nil {
 			return gitwriter.Config{}, configv1alpha1.ReasonCredentialsMissing, err
 		}
+		if s.Labels[CredentialsLabel] != "true" && string(s.Type) != CredentialsSecretType {
+			return gitwriter.Config{}, configv1alpha1.ReasonCredentialsNotOptedIn, fmt.Errorf("Secret %s/%s is not marked as Git credentials: label it %s=true (or make it of type %s)",
+				gd.Namespace, ref.Name, CredentialsLabel, CredentialsSecretType)
+		}
 		data = s.Data
 	}
 	cfg, err := gitwriter.ConfigFromGitDestination(gd, data)
@@ -179,8 +222,24 @@ func (m *Manager) config(ctx context.Context, gd *configv1alpha1.GitDestination)
 	}
 	cfg.DataDir = m.opts.DataDir
 	cfg.Identity = m.opts.Identity
+	cfg.Key, cfg.KeyID = m.opts.Key, m.opts.Key.ID()
+	cfg.SensitivePaths = append(cfg.SensitivePaths, m.opts.SensitivePaths...)
+	cfg.StripAnnotations = append(cfg.StripAnnotations, m.opts.StripAnnotations...)
 	return cfg, "", nil
 }
+
+// URLScheme is the scheme of a repository URL: "ssh" for scp-style user@host:path.
+func URLScheme(raw string) (string, bool) {
+	if i := strings.Index(raw, "://"); i > 0 {
+		return strings.ToLower(raw[:i]), true
+	}
+	if scpLike.MatchString(raw) {
+		return "ssh", true
+	}
+	return "", false
+}
+
+var scpLike = regexp.MustCompile(`^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:.+$`)
 
 func configHash(cfg gitwriter.Config) string {
 	b, _ := json.Marshal(cfg)
@@ -198,7 +257,7 @@ func (m *Manager) start(ctx context.Context, key, hash string, cfg gitwriter.Con
 	go func() {
 		defer close(r.done)
 		lock := &resourcelock.LeaseLock{
-			LeaseMeta:  metav1.ObjectMeta{Namespace: cfg.Destination.Namespace, Name: LeaseName(cfg.Destination.Name)},
+			LeaseMeta:  metav1.ObjectMeta{Namespace: m.opts.LeaseNamespace, Name: LeaseName(cfg.Destination)},
 			Client:     m.kube.CoordinationV1(),
 			LockConfig: resourcelock.ResourceLockConfig{Identity: m.opts.Identity},
 		}
@@ -236,9 +295,17 @@ func (m *Manager) runWriter(ctx context.Context, key string, cfg gitwriter.Confi
 	}, 5*time.Second)
 }
 
-// LeaseName is the coordination.k8s.io Lease, in the destination's namespace, that the replica running
-// the destination's writer holds.
-func LeaseName(destination string) string { return "kubehistory-writer-" + destination }
+// LeaseName is the coordination.k8s.io Lease, in kubehistory's own namespace, that the replica running
+// the destination's writer holds. Namespace and name are hashed into it: both are up to 253 (63)
+// characters, more than a Lease name holds, and "a-b"/"c" must not collide with "a"/"b-c".
+func LeaseName(d change.DestinationRef) string {
+	h := sha256.Sum256([]byte(d.Namespace + "/" + d.Name))
+	name := "kubehistory-writer-" + d.Namespace + "-" + d.Name
+	if len(name) > 200 {
+		name = name[:200]
+	}
+	return strings.TrimRight(name, ".-") + "-" + hex.EncodeToString(h[:5])
+}
 
 func (m *Manager) stop(key string) {
 	m.mu.Lock()

@@ -18,6 +18,7 @@ import (
 	"github.com/kubehistory/kubehistory/pkg/change"
 	configfake "github.com/kubehistory/kubehistory/pkg/generated/clientset/versioned/fake"
 	configlisters "github.com/kubehistory/kubehistory/pkg/generated/listers/config/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/installkey"
 	"github.com/kubehistory/kubehistory/pkg/queue"
 )
 
@@ -71,7 +72,8 @@ func TestOneWriterPerDestinationAndFailover(t *testing.T) {
 	client := configfake.NewSimpleClientset(gd)
 
 	newManager := func(replica string) (*Manager, context.CancelFunc, chan struct{}) {
-		m := New(Options{DataDir: filepath.Join(dir, replica), Identity: replica, Resync: time.Second, LeaseDuration: 3 * time.Second},
+		m := New(Options{DataDir: filepath.Join(dir, replica), Identity: replica, Resync: time.Second, LeaseDuration: 3 * time.Second,
+			Key: installkey.ForTest("destinations"), AllowedURLSchemes: []string{"file"}},
 			lister, kube, client, pub.JetStream(), nil)
 		mctx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})
@@ -80,7 +82,7 @@ func TestOneWriterPerDestinationAndFailover(t *testing.T) {
 	}
 	_, stopA, doneA := newManager("replica-a")
 	holder := func() string {
-		l, err := kube.CoordinationV1().Leases("team-a").Get(ctx, LeaseName("history"), metav1.GetOptions{})
+		l, err := kube.CoordinationV1().Leases("kubehistory-system").Get(ctx, LeaseName(change.DestinationRef{Namespace: "team-a", Name: "history"}), metav1.GetOptions{})
 		if err != nil || l.Spec.HolderIdentity == nil {
 			return ""
 		}

@@ -94,7 +94,7 @@ func BenchmarkCommit(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			w := &Writer{cfg: Config{Destination: dest, URL: "file://" + bare, Branch: "main"}, storer: repo.Storer,
+			w := &Writer{cfg: Config{Destination: dest, URL: "file://" + bare, Branch: "main", Key: testKey}, storer: repo.Storer,
 				state: &state{ids: map[string]idState{}, paths: map[string]ObjectVersion{}}}
 			w.cfg.setDefaults()
 			head := ref.Hash()

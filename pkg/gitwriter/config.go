@@ -16,6 +16,7 @@ import (
 
 	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
+	"github.com/kubehistory/kubehistory/pkg/installkey"
 )
 
 // Defaults for the fields of Config left empty.
@@ -98,6 +99,17 @@ type Config struct {
 	// IDRetention is how long committed change IDs are remembered for deduplication (a change
 	// redelivered or re-sent later than that would be committed again).
 	IDRetention time.Duration
+	// Key is the installation key: it makes the keyed fingerprints of sensitive values and seals the
+	// commits this writer makes. Required.
+	Key installkey.Key `json:"-"`
+	// KeyID is Key's ID; it is part of the config hash, so that a rotated key restarts the writers.
+	KeyID string
+	// SensitivePaths are further JSON paths, as "resource.group:field.path" ("configmaps:data.password"
+	// for the core group, "*" for any resource), whose values are replaced by fingerprints.
+	SensitivePaths []string
+	// StripAnnotations are annotations removed from every object beside the built-in list (annotations
+	// that copy the object, such as kubectl's last-applied-configuration).
+	StripAnnotations []string
 	// Hooks are for tests.
 	Hooks Hooks
 }
@@ -186,6 +198,7 @@ func (c *Config) validate() error {
 	if c.Destination.Namespace == "" || c.Destination.Name == "" {
 		return fmt.Errorf("gitwriter: destination namespace and name are required")
 	}
+
 	if c.URL == "" {
 		return fmt.Errorf("gitwriter: destination %s has no URL", c.Destination)
 	}

@@ -20,6 +20,7 @@ import (
 
 	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
+	"github.com/kubehistory/kubehistory/pkg/installkey"
 )
 
 // startJetStream runs an embedded nats-server with JetStream on loopback and creates the two streams
@@ -89,8 +90,13 @@ func testConfig(t testing.TB, url string) Config {
 		Identity:     "test-replica",
 		RetryInitial: 50 * time.Millisecond,
 		RetryMax:     500 * time.Millisecond,
+		Key:          testKey,
+		KeyID:        testKey.ID(),
 	}
 }
+
+// testKey is the installation key of the writer tests.
+var testKey = installkey.ForTest("gitwriter")
 
 var changeClock = time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 var changeSeq int

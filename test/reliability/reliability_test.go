@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/destinations"
 	"github.com/kubehistory/kubehistory/test/framework"
 )
@@ -303,7 +304,7 @@ spec:
 
 // leaseHolder is the replica running the destination's writer.
 func leaseHolder(ctx context.Context, kubeconfig string) string {
-	out, err := framework.KubectlRun(ctx, kubeconfig, "", "get", "lease", "-n", namespace, destinations.LeaseName("history"), "-o", "jsonpath={.spec.holderIdentity}")
+	out, err := framework.KubectlRun(ctx, kubeconfig, "", "get", "lease", "-n", "kubehistory-system", destinations.LeaseName(change.DestinationRef{Namespace: namespace, Name: "history"}), "-o", "jsonpath={.spec.holderIdentity}")
 	if err != nil {
 		return ""
 	}

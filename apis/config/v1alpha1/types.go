@@ -17,6 +17,14 @@ const (
 	ReasonCredentialsMissing  = "CredentialsMissing"
 	ReasonRepositoryReachable = "RepositoryReachable"
 	ReasonPushFailed          = "PushFailed"
+	// ReasonURLSchemeNotAllowed: the GitDestination's URL uses a scheme the server does not allow (http
+	// and file only behind the operator's --allowed-url-schemes).
+	ReasonURLSchemeNotAllowed = "URLSchemeNotAllowed"
+	// ReasonCredentialsNotOptedIn: the credentials Secret is not marked as Git credentials.
+	ReasonCredentialsNotOptedIn = "CredentialsNotOptedIn"
+	// ReasonDestinationNotTrusted: a ClusterWatchRule names a GitDestination outside the namespaces the
+	// server trusts with cluster-wide history.
+	ReasonDestinationNotTrusted = "DestinationNotTrusted"
 )
 
 // OrphanPolicy says what the reconciler does with files in Git whose objects no longer exist or left the
