@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/sanitize"
 )
 
 // Stream and subject names.
@@ -50,6 +51,9 @@ type Change struct {
 	// Body is the object after the change (the audit event's responseObject, or the listed object for a
 	// seed), or nil when the event carried none (see the NoBody marker) and for deletes.
 	Body json.RawMessage `json:"body,omitempty"`
+	// Redacted says that Body went through sanitize.Redact before it was published: sensitive values
+	// are fingerprints already, and the copy annotations are gone.
+	Redacted bool `json:"redacted,omitempty"`
 	// Sweep is set for a deletecollection whose response did not list the objects: the reconciler must
 	// sweep Object.Group/Resource in Object.Namespace.
 	Sweep bool `json:"sweep,omitempty"`
@@ -174,3 +178,46 @@ func ID(destination DestinationRef, token string, obj historyv1alpha1.ChangedObj
 func SubjectToken(s string) string { return subjectTokenReplacer.Replace(s) }
 
 var subjectTokenReplacer = strings.NewReplacer(".", "_", "*", "_", ">", "_", " ", "_")
+
+// Policy gives the sanitize options (installation key, sensitive resources and paths, annotations to
+// strip) that apply to the changes of a destination; ingest and the reconciler redact every body with
+// them before publishing it.
+type Policy func(dest DestinationRef) sanitize.Options
+
+// RedactBody makes c's body safe to store when anything of its resource is sensitive (a Secret, a
+// sensitive resource or path of the policy): sensitive values replaced by fingerprints under the
+// policy's key, copy annotations removed. A body that cannot be redacted (no policy, no key, not an
+// object) is dropped, and the writer fetches the object instead: nothing unredacted is published.
+// Bodies of other resources are left as they are (the writer strips their noise).
+func (c *Change) RedactBody(policy Policy) {
+	if len(c.Body) == 0 {
+		return
+	}
+	var opts sanitize.Options
+	if policy != nil {
+		opts = policy(c.Destination)
+	}
+	opts.Group, opts.Resource = c.Object.Group, c.Object.Resource
+	if !opts.AppliesTo(opts.Group, opts.Resource) {
+		return
+	}
+	red, _, err := sanitize.Redact(c.Body, opts)
+	if err != nil {
+		c.Body, c.Redacted = nil, false
+		if c.Verb != historyv1alpha1.VerbDelete && !c.HasMarker(historyv1alpha1.MarkerNoBody) {
+			c.Markers = append(c.Markers, historyv1alpha1.MarkerNoBody)
+		}
+		return
+	}
+	c.Body, c.Redacted = red, true
+}
+
+// HasMarker says whether the change carries marker m.
+func (c *Change) HasMarker(m historyv1alpha1.ChangeMarker) bool {
+	for _, x := range c.Markers {
+		if x == m {
+			return true
+		}
+	}
+	return false
+}

@@ -36,6 +36,7 @@ import (
 	configlisters "github.com/kubehistory/kubehistory/pkg/generated/listers/config/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/gitwriter"
 	"github.com/kubehistory/kubehistory/pkg/installkey"
+	"github.com/kubehistory/kubehistory/pkg/sanitize"
 )
 
 // Options tune the manager.
@@ -57,9 +58,13 @@ type Options struct {
 	// AllowedURLSchemes are the URL schemes a GitDestination may use ("https", "ssh" — which includes
 	// scp-style user@host:path — and, only when an operator opts in, "http" and "file").
 	AllowedURLSchemes []string
-	// SensitivePaths and StripAnnotations apply to every destination, beside each one's own.
-	SensitivePaths   []string
-	StripAnnotations []string
+	// SensitiveResources, SensitivePaths and StripAnnotations apply to every destination, beside each
+	// one's own.
+	SensitiveResources []string
+	SensitivePaths     []string
+	StripAnnotations   []string
+	// Scope applies the rules' objectSelectors to objects the writers fetch.
+	Scope gitwriter.Scope
 }
 
 // CredentialsLabel must be "true" on a Secret (or the Secret must be of type CredentialsSecretType)
@@ -223,9 +228,34 @@ func (m *Manager) config(ctx context.Context, gd *configv1alpha1.GitDestination)
 	cfg.DataDir = m.opts.DataDir
 	cfg.Identity = m.opts.Identity
 	cfg.Key, cfg.KeyID = m.opts.Key, m.opts.Key.ID()
+	cfg.SensitiveResources = append(cfg.SensitiveResources, m.opts.SensitiveResources...)
 	cfg.SensitivePaths = append(cfg.SensitivePaths, m.opts.SensitivePaths...)
 	cfg.StripAnnotations = append(cfg.StripAnnotations, m.opts.StripAnnotations...)
+	for _, sp := range cfg.SensitivePaths {
+		if err := sanitize.ValidatePath(sp); err != nil {
+			return cfg, configv1alpha1.ReasonInvalidSpec, err
+		}
+	}
+	cfg.Scope = m.opts.Scope
 	return cfg, "", nil
+}
+
+// Policy is the change.Policy of the destinations: the sanitize options that ingest and the reconciler
+// redact a change's body with before publishing it. A destination not (yet) known gets the server-wide
+// options; its writer completes the redaction with its own when it writes.
+func (m *Manager) Policy(dest change.DestinationRef) sanitize.Options {
+	opts := sanitize.Options{
+		Key:                m.opts.Key,
+		SensitiveResources: m.opts.SensitiveResources,
+		SensitivePaths:     m.opts.SensitivePaths,
+		StripAnnotations:   m.opts.StripAnnotations,
+	}
+	if gd, err := m.lister.GitDestinations(dest.Namespace).Get(dest.Name); err == nil {
+		opts.SensitiveResources = append(slices.Clone(opts.SensitiveResources), gd.Spec.SensitiveResources...)
+		opts.SensitivePaths = append(slices.Clone(opts.SensitivePaths), gd.Spec.SensitivePaths...)
+		opts.StripAnnotations = append(slices.Clone(opts.StripAnnotations), gd.Spec.StripAnnotations...)
+	}
+	return opts
 }
 
 // URLScheme is the scheme of a repository URL: "ssh" for scp-style user@host:path.
@@ -241,8 +271,13 @@ func URLScheme(raw string) (string, bool) {
 
 var scpLike = regexp.MustCompile(`^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:.+$`)
 
+// configHash tells a changed config (the writer then restarts). Marshal must not fail: a field it
+// cannot encode would make every config hash the same (TestConfigHashSeesChanges).
 func configHash(cfg gitwriter.Config) string {
-	b, _ := json.Marshal(cfg)
+	b, err := json.Marshal(cfg)
+	if err != nil {
+		panic(fmt.Sprintf("destinations: encoding writer config: %v", err))
+	}
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:])
 }

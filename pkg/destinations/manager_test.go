@@ -3,6 +3,7 @@ package destinations
 import (
 	"context"
 	"fmt"
+	"github.com/kubehistory/kubehistory/pkg/gitwriter"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -153,5 +154,19 @@ func waitFor(t *testing.T, ok func() bool) {
 			t.Fatal("condition not reached within 60s")
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestConfigHashSeesChanges(t *testing.T) {
+	a := gitwriter.Config{URL: "https://example.com/a.git", Hooks: gitwriter.Hooks{AfterPush: func() error { return nil }}}
+	b := a
+	b.URL = "https://example.com/b.git"
+	if configHash(a) == configHash(b) {
+		t.Fatal("two configs with different URLs hash the same: writers would not restart on a change")
+	}
+	c := a
+	c.SensitivePaths = []string{"*:spec.password"}
+	if configHash(a) == configHash(c) {
+		t.Fatal("a new sensitive path does not restart the writer")
 	}
 }

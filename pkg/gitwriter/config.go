@@ -110,8 +110,11 @@ type Config struct {
 	// StripAnnotations are annotations removed from every object beside the built-in list (annotations
 	// that copy the object, such as kubectl's last-applied-configuration).
 	StripAnnotations []string
+	// Scope applies the rules' objectSelectors to objects whose labels the audit event did not carry;
+	// nil records every change it is sent.
+	Scope Scope `json:"-"`
 	// Hooks are for tests.
-	Hooks Hooks
+	Hooks Hooks `json:"-"`
 }
 
 // ConfigFromGitDestination builds the writer config of a GitDestination; secretData is the data of
@@ -127,6 +130,8 @@ func ConfigFromGitDestination(gd *configv1alpha1.GitDestination, secretData map[
 		CommitterEmail:     gd.Spec.CommitIdentity.CommitterEmail,
 		AuthorEmailPattern: gd.Spec.CommitIdentity.AuthorEmailPattern,
 		SensitiveResources: append([]string(nil), gd.Spec.SensitiveResources...),
+		SensitivePaths:     append([]string(nil), gd.Spec.SensitivePaths...),
+		StripAnnotations:   append([]string(nil), gd.Spec.StripAnnotations...),
 		OrphanPolicy:       gd.Spec.OrphanPolicy,
 	}
 	if gd.Spec.CommitWindow != nil {

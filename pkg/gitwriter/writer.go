@@ -74,6 +74,7 @@ func (e *crashError) Unwrap() error { return e.err }
 // New validates cfg and prepares a writer; fetcher may be nil (changes without a body then keep their
 // NoBody marker and write no file).
 func New(cfg Config, js jetstream.JetStream, fetcher ObjectFetcher) (*Writer, error) {
+	registerWriterMetrics()
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -211,6 +212,8 @@ type pending struct {
 	yaml     []byte // sanitized state to write; nil when there is none
 	gone     bool
 	markers  []historyv1alpha1.ChangeMarker // added by the writer
+	// outOfScope: matched by ingest without the object's labels, and no rule selects the object.
+	outOfScope bool
 }
 
 // control is true for a reconciler's orphan check: it changes no object and makes no record itself.
@@ -450,14 +453,19 @@ func (w *Writer) uncommitted(batch []*pending) []*pending {
 // one); the result is kept across retries so that a record's markers do not change between attempts.
 func (w *Writer) resolve(ctx context.Context, batch []*pending) error {
 	for _, p := range batch {
-		if p.resolved || isDelete(p.ch.Verb) || p.control() {
+		if p.resolved || p.control() {
+			p.resolved = true
+			continue
+		}
+		if isDelete(p.ch.Verb) {
+			w.inScope(p, nil)
 			p.resolved = true
 			continue
 		}
 		if _, done := w.state.ids[p.ch.ChangeID]; done {
 			continue
 		}
-		opts := w.sanitizeOptions(p.ch.Object)
+		opts := w.sanitizeOptions(p.ch)
 		if len(p.ch.Body) > 0 {
 			y, err := sanitize.Sanitize([]byte(p.ch.Body), opts)
 			if err == nil {
@@ -478,8 +486,15 @@ func (w *Writer) resolve(ctx context.Context, batch []*pending) error {
 		if !found {
 			p.gone, p.resolved = true, true
 			p.markers = append(p.markers, historyv1alpha1.MarkerObjectGone)
+			w.inScope(p, nil)
 			continue
 		}
+		if !w.inScope(p, body) {
+			p.resolved = true
+			continue
+		}
+		// The fetched object is sanitized here, in memory; only its sanitized YAML goes on.
+		opts.Redacted = false
 		y, err := sanitize.Sanitize(body, opts)
 		if err != nil {
 			return fmt.Errorf("sanitizing fetched %s %s/%s: %w", o.Resource, o.Namespace, o.Name, err)
@@ -493,8 +508,11 @@ func (w *Writer) resolve(ctx context.Context, batch []*pending) error {
 	return nil
 }
 
-func (w *Writer) sanitizeOptions(o historyv1alpha1.ChangedObject) sanitize.Options {
-	return sanitize.Options{Group: o.Group, Resource: o.Resource, SensitiveResources: w.cfg.SensitiveResources}
+func (w *Writer) sanitizeOptions(c change.Change) sanitize.Options {
+	return sanitize.Options{
+		Group: c.Object.Group, Resource: c.Object.Resource, Key: w.cfg.Key, Redacted: c.Redacted,
+		SensitiveResources: w.cfg.SensitiveResources, SensitivePaths: w.cfg.SensitivePaths, StripAnnotations: w.cfg.StripAnnotations,
+	}
 }
 
 // rv is the resourceVersion the change left the object at.
@@ -646,6 +664,10 @@ func (w *Writer) build(base plumbing.Hash, batch []*pending, now time.Time) (*bu
 		first := len(res.records)
 		var latest time.Time
 		for _, p := range g.changes {
+			if p.outOfScope {
+				res.skipped[p.ch.ChangeID] = true
+				continue
+			}
 			o := p.ch.Object
 			path := ObjectPath(w.cfg.PathPrefix, o)
 			old, err := read(path)

@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"fmt"
+	"github.com/kubehistory/kubehistory/pkg/change"
 	"net"
 
 	"github.com/spf13/pflag"
@@ -46,6 +47,10 @@ type Options struct {
 	// MaxConcurrentStreams caps concurrent HTTP/2 streams per connection; zero is
 	// DefaultMaxConcurrentStreams.
 	MaxConcurrentStreams uint32
+	// Policy redacts the bodies of sensitive objects before they are published (not a flag: the server
+	// builds it from the installation key and the destinations). Without it a sensitive object's body is
+	// dropped, never published as received.
+	Policy change.Policy `json:"-"`
 }
 
 // NewOptions returns the defaults.

@@ -46,6 +46,9 @@ type RuleMatcher interface {
 // rule and namespace label changes as they happen, without restart. The caller starts the informer
 // factories and waits for HasSynced before serving, or early batches would be dropped as unmatched.
 type RuleCache struct {
+	// Trust decides which namespaces' GitDestinations ClusterWatchRules may send history to.
+	Trust DestinationTrust
+
 	watchRules        configlisters.WatchRuleLister
 	clusterWatchRules configlisters.ClusterWatchRuleLister
 	namespaces        corelisters.NamespaceLister
@@ -114,6 +117,10 @@ func (c *RuleCache) Match(obj ObjectInfo) []change.DestinationRef {
 		if !objectSelected(r.Spec.ObjectSelector, obj) || ignored(r.Spec.IgnoreUsers, obj.Username) {
 			continue
 		}
+		if !c.Trust.Trusts(r.Spec.DestinationRef.Namespace) {
+			// The reconciler reports it on the rule (DestinationNotTrusted).
+			continue
+		}
 		seen[change.DestinationRef{Namespace: r.Spec.DestinationRef.Namespace, Name: r.Spec.DestinationRef.Name}] = struct{}{}
 	}
 
@@ -127,6 +134,37 @@ func (c *RuleCache) Match(obj ObjectInfo) []change.DestinationRef {
 	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
 	return out
 }
+
+// Selects says whether a rule routing to dest tracks obj: the writer asks it about an object it fetched
+// (whose labels the audit event did not carry), so that an objectSelector holds for it too.
+func (c *RuleCache) Selects(dest change.DestinationRef, obj ObjectInfo) bool {
+	for _, d := range c.Match(obj) {
+		if d == dest {
+			return true
+		}
+	}
+	return false
+}
+
+// DestinationTrust is the set of namespaces whose GitDestinations ClusterWatchRules may send history
+// to: a cluster-wide rule must not let one namespace's admin decide where the whole cluster's history
+// goes. The zero value trusts every namespace (tests, and setups that opt out with "*").
+type DestinationTrust map[string]bool
+
+// NewDestinationTrust trusts the given namespaces; "*" among them trusts every namespace.
+func NewDestinationTrust(namespaces []string) DestinationTrust {
+	t := DestinationTrust{}
+	for _, ns := range namespaces {
+		if ns == "*" {
+			return nil
+		}
+		t[ns] = true
+	}
+	return t
+}
+
+// Trusts says whether a ClusterWatchRule may send history to a GitDestination in namespace ns.
+func (t DestinationTrust) Trusts(ns string) bool { return t == nil || t[ns] }
 
 func (c *RuleCache) namespaceLabels(name string) (map[string]string, bool) {
 	ns, err := c.namespaces.Get(name)

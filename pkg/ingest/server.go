@@ -228,6 +228,7 @@ func (s *Server) serveAudit(w http.ResponseWriter, r *http.Request) {
 			reasons[reason]++
 			for j := range cs {
 				changes++
+				cs[j].RedactBody(s.opts.Policy)
 				if !yield(queue.NewMessage(&cs[j])) {
 					return
 				}

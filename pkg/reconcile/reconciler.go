@@ -40,6 +40,7 @@ import (
 	versioned "github.com/kubehistory/kubehistory/pkg/generated/clientset/versioned"
 	"github.com/kubehistory/kubehistory/pkg/generated/informers/externalversions"
 	configlisters "github.com/kubehistory/kubehistory/pkg/generated/listers/config/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/ingest"
 )
 
 // Publisher stores changes durably (queue.Publisher on JetStream).
@@ -61,6 +62,12 @@ type Options struct {
 	LeaseName      string
 	// Identity is this replica's name: the lease holder identity.
 	Identity string
+	// Policy redacts the bodies of sensitive objects before a seed is published; without it their
+	// bodies are dropped (the writer fetches and sanitizes them).
+	Policy change.Policy
+	// Trust decides which namespaces' GitDestinations ClusterWatchRules may target; a rule aiming
+	// elsewhere is not seeded and reports DestinationNotTrusted. Nil trusts every namespace.
+	Trust ingest.DestinationTrust
 	// Actor is the username seeds are recorded with; empty asks the API server (SelfSubjectReview)
 	// who kubehistory is, falling back to "kubehistory:<Identity>".
 	Actor string

@@ -31,6 +31,9 @@ type plan struct {
 	wrResolved   []Resolution
 	clusterRules []*configv1alpha1.ClusterWatchRule
 	crResolved   []Resolution
+	// untrusted are the ClusterWatchRules aiming at this destination although its namespace is not
+	// trusted: not seeded, reported DestinationNotTrusted.
+	untrusted []*configv1alpha1.ClusterWatchRule
 
 	listings []listing
 	// resources ("group/resource") and namespaces ("_cluster" for cluster-scoped) the pass covers.
@@ -71,6 +74,10 @@ func (r *Reconciler) plan(dest change.DestinationRef, served []Resource) (*plan,
 	}
 	for _, cr := range crs {
 		if cr.Spec.DestinationRef.Namespace == dest.Namespace && cr.Spec.DestinationRef.Name == dest.Name {
+			if !r.opts.Trust.Trusts(dest.Namespace) {
+				p.untrusted = append(p.untrusted, cr)
+				continue
+			}
 			p.clusterRules = append(p.clusterRules, cr)
 			p.crResolved = append(p.crResolved, ResolveClusterWatchRule(cr, served))
 		}
@@ -345,7 +352,7 @@ func (r *Reconciler) seedChange(dest change.DestinationRef, res Resource, obj hi
 	if err != nil {
 		return change.Change{}, err
 	}
-	return change.Change{
+	c := change.Change{
 		Change: historyv1alpha1.Change{
 			Object:     obj,
 			Verb:       historyv1alpha1.VerbSeed,
@@ -356,7 +363,10 @@ func (r *Reconciler) seedChange(dest change.DestinationRef, res Resource, obj hi
 		},
 		Destination: dest,
 		Body:        body,
-	}, nil
+	}
+	// A listed Secret must not reach JetStream with its values.
+	c.RedactBody(r.opts.Policy)
+	return c, nil
 }
 
 // lastWrite is when the object was last written, as far as it tells: its creation and the times of

@@ -60,6 +60,21 @@ func (r *Reconciler) writeStatuses(ctx context.Context, p *plan, denied map[stri
 			klog.ErrorS(err, "Updating WatchRule status", "watchRule", klog.KObj(wr))
 		}
 	}
+	for _, cr := range p.untrusted {
+		c := metav1.Condition{Type: configv1alpha1.ConditionReady, Status: metav1.ConditionFalse, ObservedGeneration: cr.Generation,
+			Reason: configv1alpha1.ReasonDestinationNotTrusted,
+			Message: fmt.Sprintf("GitDestination %s is in namespace %q, which kubehistory does not trust as a destination of cluster-wide rules (--trusted-destination-namespaces); nothing is recorded",
+				p.dest, p.dest.Namespace)}
+		st := ruleStatus(cr.Status, Resolution{}, c, cr.Generation)
+		if equality.Semantic.DeepEqual(st, cr.Status) {
+			continue
+		}
+		u := cr.DeepCopy()
+		u.Status = st
+		if _, err := r.client.ConfigV1alpha1().ClusterWatchRules().UpdateStatus(ctx, u, metav1.UpdateOptions{}); err != nil {
+			klog.ErrorS(err, "Updating ClusterWatchRule status", "clusterWatchRule", klog.KObj(cr))
+		}
+	}
 	for i, cr := range p.clusterRules {
 		st := ruleStatus(cr.Status, p.crResolved[i], readyCondition(p, p.crResolved[i], denied, cr.Generation), cr.Generation)
 		if equality.Semantic.DeepEqual(st, cr.Status) {

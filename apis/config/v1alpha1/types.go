@@ -275,11 +275,27 @@ type GitDestinationSpec struct {
 	// +kubebuilder:default=Report
 	// +optional
 	OrphanPolicy OrphanPolicy `json:"orphanPolicy,omitempty"`
-	// sensitiveResources are further resources ("resource.group", "secrets" for the core group) whose
-	// data and stringData values are replaced by sha256 hashes, beside Secrets which always are.
+	// sensitiveResources are further resources ("resource.group", "configmaps" for the core group) whose
+	// data, stringData and binaryData values are replaced by keyed fingerprints
+	// (hmac-sha256:<key ID>:<hex>), beside Secrets which always are.
 	// +optional
 	// +listType=set
 	SensitiveResources []string `json:"sensitiveResources,omitempty"`
+	// sensitivePaths are further values replaced by keyed fingerprints, as
+	// "resource.group:path.to.field" ("*" for any resource; a "*" path segment stands for every key of
+	// a map or element of a list), e.g. "databases.db.example.com:spec.password". They are replaced
+	// before anything is stored, in JetStream as in Git.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:Pattern=`^[^:\s]+:[^.:\s]+(\.[^.:\s]+)*$`
+	SensitivePaths []string `json:"sensitivePaths,omitempty"`
+	// stripAnnotations are removed from every object written, beside kubectl's
+	// last-applied-configuration (always removed: it copies the object, Secret values included).
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	StripAnnotations []string `json:"stripAnnotations,omitempty"`
 }
 
 // GitDestinationStatus is the observed state of a GitDestination.

@@ -245,6 +245,16 @@ func (in *GitDestinationSpec) DeepCopyInto(out *GitDestinationSpec) {
 		*out = make([]string, len(*in))
 		copy(*out, *in)
 	}
+	if in.SensitivePaths != nil {
+		in, out := &in.SensitivePaths, &out.SensitivePaths
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
+	if in.StripAnnotations != nil {
+		in, out := &in.StripAnnotations, &out.StripAnnotations
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	return
 }
 

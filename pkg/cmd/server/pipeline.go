@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
+	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/destinations"
 	versioned "github.com/kubehistory/kubehistory/pkg/generated/clientset/versioned"
@@ -27,6 +28,7 @@ import (
 	"github.com/kubehistory/kubehistory/pkg/index"
 	"github.com/kubehistory/kubehistory/pkg/index/follow"
 	"github.com/kubehistory/kubehistory/pkg/ingest"
+	"github.com/kubehistory/kubehistory/pkg/installkey"
 	"github.com/kubehistory/kubehistory/pkg/queue"
 	"github.com/kubehistory/kubehistory/pkg/reconcile"
 )
@@ -149,10 +151,35 @@ func (o *Options) buildPipeline(ctx context.Context, idx *index.Index, clientCon
 	if err != nil {
 		return nil, err
 	}
+	// The installation key: every fingerprint and every commit seal is made with it.
+	key, err := installkey.Ensure(ctx, kube, o.ServiceNamespace, o.Security.InstallationKeySecret)
+	if err != nil {
+		p.close()
+		return nil, err
+	}
 	p.cfgInf = configinformers.NewSharedInformerFactory(client, 10*time.Minute)
+	kubeInf := kubeInformerFactory(kube)
+	p.startKubeInformers = func(stop <-chan struct{}) { kubeInf.Start(stop) }
+	// The rule cache serves ingest's matching and the writers' objectSelector check of fetched objects.
+	p.rules = ingest.NewRuleCache(p.cfgInf, kubeInf)
+	p.rules.Trust = ingest.NewDestinationTrust(o.trustedNamespaces())
+	rules := p.rules
+	scope := func(dest change.DestinationRef, obj historyv1alpha1.ChangedObject, labels map[string]string, actor string) bool {
+		return rules.Selects(dest, ingest.ObjectInfo{Group: obj.Group, Resource: obj.Resource, Namespace: obj.Namespace, Name: obj.Name,
+			Labels: labels, LabelsKnown: true, Username: actor})
+	}
 	p.follower = follow.New(p.publisher.JetStream(), idx, o.ReplicaID)
-	p.manager = destinations.New(destinations.Options{DataDir: filepath.Join(o.DataDir, "git"), Identity: o.ReplicaID},
-		p.cfgInf.Config().V1alpha1().GitDestinations().Lister(), kube, client, p.publisher.JetStream(), gitwriter.DynamicFetcher{Client: dyn})
+	p.manager = destinations.New(destinations.Options{
+		DataDir:            filepath.Join(o.DataDir, "git"),
+		Identity:           o.ReplicaID,
+		LeaseNamespace:     o.ServiceNamespace,
+		Key:                key,
+		AllowedURLSchemes:  o.Security.AllowedURLSchemes,
+		SensitiveResources: o.Security.SensitiveResources,
+		SensitivePaths:     o.Security.SensitivePaths,
+		StripAnnotations:   o.Security.StripAnnotations,
+		Scope:              scope,
+	}, p.cfgInf.Config().V1alpha1().GitDestinations().Lister(), kube, client, p.publisher.JetStream(), gitwriter.DynamicFetcher{Client: dyn})
 	if _, err := p.cfgInf.Config().V1alpha1().GitDestinations().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { p.manager.Trigger() },
 		UpdateFunc: func(any, any) { p.manager.Trigger() },
@@ -160,15 +187,14 @@ func (o *Options) buildPipeline(ctx context.Context, idx *index.Index, clientCon
 	}); err != nil {
 		return nil, err
 	}
-	kubeInf := kubeInformerFactory(kube)
-	p.startKubeInformers = func(stop <-chan struct{}) { kubeInf.Start(stop) }
-	if p.reconcile, err = o.buildReconciler(clientConfig, p.publisher, p.cfgInf, kubeInf); err != nil {
+	if p.reconcile, err = o.buildReconciler(clientConfig, p.publisher, p.cfgInf, kubeInf, p.manager.Policy, p.rules.Trust); err != nil {
 		p.close()
 		return nil, fmt.Errorf("reconciler: %w", err)
 	}
 	if o.Ingest.CertFile != "" {
-		p.rules = ingest.NewRuleCache(p.cfgInf, kubeInf)
-		p.ingest, err = ingest.NewServer(*o.Ingest, p.rules, p.publisher)
+		ingestOpts := *o.Ingest
+		ingestOpts.Policy = p.manager.Policy
+		p.ingest, err = ingest.NewServer(ingestOpts, p.rules, p.publisher)
 		if err != nil {
 			p.close()
 			return nil, fmt.Errorf("audit webhook: %w", err)

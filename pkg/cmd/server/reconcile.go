@@ -11,8 +11,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/kubehistory/kubehistory/pkg/change"
 	versioned "github.com/kubehistory/kubehistory/pkg/generated/clientset/versioned"
 	configinformers "github.com/kubehistory/kubehistory/pkg/generated/informers/externalversions"
+	"github.com/kubehistory/kubehistory/pkg/ingest"
 	"github.com/kubehistory/kubehistory/pkg/reconcile"
 )
 
@@ -55,7 +57,7 @@ func (o *ReconcileOptions) Validate() []error {
 // buildReconciler wires the reconciler on its own clients: its paged Lists and status updates must not
 // share the client-side rate limit of the writers' fetches.
 func (o *Options) buildReconciler(clientConfig *rest.Config, publisher reconcile.Publisher, cfgInf configinformers.SharedInformerFactory,
-	kubeInf kubeinformers.SharedInformerFactory) (*reconcile.Reconciler, error) {
+	kubeInf kubeinformers.SharedInformerFactory, policy change.Policy, trust ingest.DestinationTrust) (*reconcile.Reconciler, error) {
 	cfg := rest.CopyConfig(clientConfig)
 	cfg.QPS, cfg.Burst = 50, 100
 	kube, err := kubernetes.NewForConfig(cfg)
@@ -80,5 +82,7 @@ func (o *Options) buildReconciler(clientConfig *rest.Config, publisher reconcile
 		LeaderElect:    o.Reconcile.LeaderElect,
 		LeaseNamespace: o.Reconcile.LeaseNamespace,
 		Identity:       o.ReplicaID,
+		Policy:         policy,
+		Trust:          trust,
 	}, kube, client, dyn, disc, publisher, cfgInf, kubeInf)
 }

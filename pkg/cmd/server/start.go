@@ -44,6 +44,7 @@ type Options struct {
 	Ingest    *ingest.Options
 	Reconcile *ReconcileOptions
 	Retention *RetentionOptions
+	Security  *SecurityOptions
 	// ReplicaID names this replica: its durable index consumer, RepoStatus.writer, NATS client name.
 	ReplicaID string
 
@@ -68,6 +69,7 @@ func NewOptions(out, errOut io.Writer) *Options {
 		Ingest:             ingest.NewOptions(),
 		Reconcile:          NewReconcileOptions(),
 		Retention:          NewRetentionOptions(),
+		Security:           NewSecurityOptions(),
 		ReplicaID:          defaultReplicaID(),
 		ServiceName:        "kubehistory-apiserver",
 		ServiceNamespace:   "kubehistory-system",
@@ -98,6 +100,7 @@ func (o *Options) Flags() cliflag.NamedFlagSets {
 	o.Ingest.AddFlags(fss.FlagSet(ingest.FlagSetName))
 	o.Queue.AddFlags(fss.FlagSet("NATS JetStream"))
 	o.Reconcile.AddFlags(fss.FlagSet("reconciler"))
+	o.Security.AddFlags(fss.FlagSet("trust"))
 	fs := fss.FlagSet("kubehistory")
 	fs.StringVar(&o.ReplicaID, "replica-id", o.ReplicaID, "Name of this replica (default: the hostname): it names the replica's durable index consumer and shows in RepoStatus.writer.")
 	fs.StringVar(&o.DataDir, "data-dir", o.DataDir, "Directory for the history index (index.db), the embedded JetStream store and the Git caches.")
@@ -113,6 +116,7 @@ func (o *Options) Validate() error {
 	errs = append(errs, o.Queue.Validate()...)
 	errs = append(errs, o.Reconcile.Validate()...)
 	errs = append(errs, o.Retention.Validate()...)
+	errs = append(errs, o.Security.Validate()...)
 	if o.Ingest.CertFile != "" || o.Ingest.KeyFile != "" || o.Ingest.ClientCAFile != "" {
 		errs = append(errs, o.Ingest.Validate()...)
 	}
