@@ -190,7 +190,7 @@ type Policy func(dest DestinationRef) sanitize.Options
 // object) is dropped, and the writer fetches the object instead: nothing unredacted is published.
 // Bodies of other resources are left as they are (the writer strips their noise).
 func (c *Change) RedactBody(policy Policy) {
-	if len(c.Body) == 0 {
+	if len(c.Body) == 0 || faultUnredacted {
 		return
 	}
 	var opts sanitize.Options

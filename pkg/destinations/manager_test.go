@@ -3,13 +3,13 @@ package destinations
 import (
 	"context"
 	"fmt"
-	"github.com/kubehistory/kubehistory/pkg/gitwriter"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/tools/cache"
@@ -19,6 +19,7 @@ import (
 	"github.com/kubehistory/kubehistory/pkg/change"
 	configfake "github.com/kubehistory/kubehistory/pkg/generated/clientset/versioned/fake"
 	configlisters "github.com/kubehistory/kubehistory/pkg/generated/listers/config/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/gitwriter"
 	"github.com/kubehistory/kubehistory/pkg/installkey"
 	"github.com/kubehistory/kubehistory/pkg/queue"
 )
@@ -168,5 +169,49 @@ func TestConfigHashSeesChanges(t *testing.T) {
 	c.SensitivePaths = []string{"*:spec.password"}
 	if configHash(a) == configHash(c) {
 		t.Fatal("a new sensitive path does not restart the writer")
+	}
+}
+
+// A tenant's GitDestination cannot make kubehistory send credentials over a scheme the operator did not
+// allow (the URL is refused before the Secret is read), nor read a Secret that did not opt in as Git
+// credentials; a labelled Secret is used.
+func TestConfigRefusesUnsafeDestinations(t *testing.T) {
+	kube := kubefake.NewSimpleClientset(
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "sa-token"}, Data: map[string][]byte{"token": []byte("x")}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "git", Labels: map[string]string{CredentialsLabel: "true"}},
+			Data: map[string][]byte{"username": []byte("u"), "password": []byte("p")}},
+	)
+	m := New(Options{Key: installkey.ForTest("destinations")}, nil, kube, nil, nil, nil)
+	gd := func(url, secret string) *configv1alpha1.GitDestination {
+		g := &configv1alpha1.GitDestination{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "d"},
+			Spec: configv1alpha1.GitDestinationSpec{URL: url, Branch: "main"}}
+		if secret != "" {
+			g.Spec.CredentialsSecretRef = &configv1alpha1.SecretReference{Name: secret}
+		}
+		return g
+	}
+	for _, tc := range []struct {
+		name, url, secret, reason string
+	}{
+		{"http is not allowed by default", "http://attacker.example/x.git", "git", configv1alpha1.ReasonURLSchemeNotAllowed},
+		{"file reaches the server's disk", "file:///var/lib/kubehistory/git/other/d", "", configv1alpha1.ReasonURLSchemeNotAllowed},
+		{"unknown scheme", "ftp://x/y", "", configv1alpha1.ReasonURLSchemeNotAllowed},
+		{"a Secret that did not opt in", "https://git.example/x.git", "sa-token", configv1alpha1.ReasonCredentialsNotOptedIn},
+		{"opted-in credentials over https", "https://git.example/x.git", "git", ""},
+		{"scp-style ssh", "git@git.example:x.git", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			kube.ClearActions()
+			cfg, reason, err := m.config(context.Background(), gd(tc.url, tc.secret))
+			if reason != tc.reason {
+				t.Fatalf("reason %q (err %v), want %q", reason, err, tc.reason)
+			}
+			if tc.reason == configv1alpha1.ReasonURLSchemeNotAllowed && len(kube.Actions()) > 0 {
+				t.Errorf("the credentials Secret was read for a refused URL: %v", kube.Actions())
+			}
+			if tc.reason == "" && (cfg.Key.IsZero() || cfg.KeyID == "") {
+				t.Error("writer config without the installation key")
+			}
+		})
 	}
 }

@@ -48,7 +48,8 @@ func run(m *testing.M) int {
 	defer plane.Stop()
 	env.plane = plane
 
-	kh, err := plane.InstallKubehistory(ctx, framework.InstallOptions{})
+	// High verbosity: the leak scan reads the log, and must see what kubehistory logs when debugging.
+	kh, err := plane.InstallKubehistory(ctx, framework.InstallOptions{ExtraArgs: []string{"-v=6"}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "installing kubehistory:", err)
 		dumpLog(filepath.Join(plane.Dir, "kubehistory-apiserver.log"))

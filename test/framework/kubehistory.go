@@ -387,16 +387,10 @@ spec:
 }
 
 // serverSecurityArgs are the flags the tests need from the server's tenancy hardening: file:// and
-// http:// destinations (the tests' Git servers) and the trusted namespaces above. They are passed only
-// when the binary knows them, so the suite keeps running while those flags land.
+// http:// destinations (the tests' Git servers) and the trusted namespaces above.
 func (k *Kubehistory) serverSecurityArgs() []string {
-	help, _ := exec.Command(k.binary, "--help").CombinedOutput()
-	var args []string
-	if strings.Contains(string(help), "--allowed-url-schemes") {
-		args = append(args, "--allowed-url-schemes=https,ssh,http,file")
+	return []string{
+		"--allowed-url-schemes=https,ssh,http,file",
+		"--trusted-destination-namespaces=" + strings.Join(TrustedDestinationNamespaces, ","),
 	}
-	if strings.Contains(string(help), "--trusted-destination-namespaces") {
-		args = append(args, "--trusted-destination-namespaces="+strings.Join(TrustedDestinationNamespaces, ","))
-	}
-	return args
 }

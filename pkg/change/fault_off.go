@@ -1,0 +1,5 @@
+//go:build !kubehistory_fault_unredacted
+
+package change
+
+const faultUnredacted = false
