@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 GO ?= go
 BIN := bin
 
-.PHONY: all build test test-unit test-e2e test-reliability test-reliability-broken generate verify demo demo-down fuzz bench clean
+.PHONY: all build test test-unit test-e2e test-reliability test-reliability-broken test-leak-broken generate verify demo demo-down fuzz bench clean
 
 all: build
 
@@ -23,6 +23,10 @@ test-reliability: ## The reliability suite alone (KUBEHISTORY_RELIABILITY_CHANGE
 test-reliability-broken: ## The suite against a writer that acks before pushing: it must FAIL (shows the suite can fail)
 	KUBEHISTORY_BUILD_TAGS=kubehistory_fault_ack_on_fetch $(GO) test -count=1 -timeout 30m -v ./test/reliability/ 2>&1 | grep -E '^(--- |PASS|FAIL|ok|reliability:|\s+reliability_test)'; \
 	  status=$${PIPESTATUS[0]}; if [ $$status -eq 0 ]; then echo "the broken build passed: the suite did not catch it"; exit 1; fi; echo "the broken build failed, as it must"
+
+test-leak-broken: ## The leak scan against a build that publishes bodies unredacted: it must FAIL (shows the scan can fail)
+	KUBEHISTORY_BUILD_TAGS=kubehistory_fault_unredacted $(GO) test -count=1 -timeout 30m -v -run 'TestSecretValuesNeverStored' ./test/e2e/ 2>&1 | grep -E '^(--- |PASS|FAIL|ok|\s+leak_test)'; \
+	  status=$${PIPESTATUS[0]}; if [ $$status -eq 0 ]; then echo "the broken build passed: the scan did not catch it"; exit 1; fi; echo "the broken build failed, as it must"
 
 test-e2e: ## End-to-end tests on the local control plane (builds kube-apiserver and etcd once)
 	$(GO) test -count=1 -timeout 60m -v ./test/...

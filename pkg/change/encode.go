@@ -66,6 +66,9 @@ func Encode(c *Change) ([]byte, error) {
 		b = append(b, `,"body":`...)
 		b = append(b, c.Body...)
 	}
+	if c.Redacted {
+		b = append(b, `,"redacted":true`...)
+	}
 	if c.Sweep {
 		b = append(b, `,"sweep":true`...)
 	}

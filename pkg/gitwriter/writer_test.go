@@ -10,6 +10,7 @@ import (
 
 	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
+	"github.com/kubehistory/kubehistory/pkg/sanitize"
 )
 
 func recordByID(recs []change.Record) map[string]change.Record {
@@ -97,7 +98,7 @@ func TestActorsDeleteAndSecrets(t *testing.T) {
 			}
 		}
 	}
-	if !strings.Contains(gitCLI(t, co, "show", "HEAD:clusters/dev/team-a/core/secrets/db.yaml"), "password: sha256:") {
+	if !strings.Contains(gitCLI(t, co, "show", "HEAD:clusters/dev/team-a/core/secrets/db.yaml"), "password: hmac-sha256:"+testKey.ID()+":") {
 		t.Fatal("secret not hashed")
 	}
 	waitAcked(t, js)
@@ -293,5 +294,70 @@ func TestChangesWithoutBody(t *testing.T) {
 	}
 	if !strings.Contains(gitCLI(t, co, "log", "--format=%B"), TrailerMarker+": "+gone.ChangeID+" ObjectGone") {
 		t.Fatal("marker trailer missing")
+	}
+}
+
+// Changes matched without the object's labels (Metadata-level Secrets) go through the scope with the
+// fetched object's labels: an unlabelled Secret's create, its delete and a gone object's change leave
+// no record and no file; the labelled one is written, its values as keyed fingerprints.
+func TestScopeAppliesSelectorToFetchedObjects(t *testing.T) {
+	js := startJetStream(t)
+	remote := bareRepo(t)
+	f := fakeFetcher{
+		"secrets/team-a/plain":  `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"plain","namespace":"team-a","resourceVersion":"5"},"stringData":{"k":"plain-value-123"}}`,
+		"secrets/team-a/picked": `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"picked","namespace":"team-a","resourceVersion":"6","labels":{"tracked":"true"}},"stringData":{"k":"picked-value-456"}}`,
+	}
+	cfg := testConfig(t, "file://"+remote)
+	var asked []string
+	cfg.Scope = func(d change.DestinationRef, obj historyv1alpha1.ChangedObject, labels map[string]string, actor string) bool {
+		asked = append(asked, obj.Name)
+		return labels["tracked"] == "true"
+	}
+	startWriter(t, cfg, js, f)
+	plainCreate := mkChange("alice", "create", "secrets", "team-a", "plain", "", nil)
+	plainDelete := mkChange("alice", "delete", "secrets", "team-a", "plain", "", nil)
+	goneCreate := mkChange("alice", "create", "secrets", "team-a", "gone", "", nil)
+	picked := mkChange("alice", "create", "secrets", "team-a", "picked", "", nil)
+	publish(t, js, "", plainCreate, plainDelete, goneCreate, picked)
+	recs := waitRecords(t, js, 1)
+	waitAcked(t, js)
+	if len(recs) != 1 || recs[0].ChangeID != picked.ChangeID {
+		t.Fatalf("records %+v, want only the labelled Secret's", recs)
+	}
+	co := checkout(t, remote)
+	if out := gitCLI(t, co, "ls-tree", "-r", "--name-only", "HEAD"); out != "clusters/dev/team-a/core/secrets/picked.yaml" {
+		t.Fatalf("files:\n%s", out)
+	}
+	if log := gitCLI(t, co, "log", "-p", "--format=%B"); strings.Contains(log, "plain") || strings.Contains(log, "picked-value-456") {
+		t.Fatalf("Git names the unselected Secret or holds a value:\n%s", log)
+	}
+	if len(asked) < 3 {
+		t.Fatalf("scope asked about %v", asked)
+	}
+}
+
+// A body ingest redacted with fewer sensitive paths than the writer's configuration: the fingerprints
+// ingest made are kept, the rest is completed before Git.
+func TestWriterCompletesRedaction(t *testing.T) {
+	js := startJetStream(t)
+	remote := bareRepo(t)
+	cfg := testConfig(t, "file://"+remote)
+	cfg.SensitivePaths = []string{"configmaps:data.token"}
+	startWriter(t, cfg, js, nil)
+	ch := mkChange("alice", "create", "configmaps", "team-a", "app", "3", map[string]interface{}{
+		"data": map[string]interface{}{"token": "tok-value-789", "color": "blue"}})
+	ch.RedactBody(func(change.DestinationRef) sanitize.Options {
+		return sanitize.Options{Key: cfg.Key, SensitivePaths: []string{"configmaps:data.color"}}
+	})
+	if !ch.Redacted || strings.Contains(string(ch.Body), "blue") || !strings.Contains(string(ch.Body), "tok-value-789") {
+		t.Fatalf("ingest-side redaction: redacted=%v body %s", ch.Redacted, ch.Body)
+	}
+	publish(t, js, "", ch)
+	waitRecords(t, js, 1)
+	co := checkout(t, remote)
+	y := gitCLI(t, co, "show", "HEAD:clusters/dev/team-a/core/configmaps/app.yaml")
+	want := "color: " + cfg.Key.Fingerprint([]byte("blue"))
+	if strings.Contains(y, "tok-value-789") || !strings.Contains(y, "token: hmac-sha256:"+cfg.Key.ID()+":") || !strings.Contains(y, want) {
+		t.Fatalf("file:\n%s", y)
 	}
 }

@@ -3,6 +3,7 @@ package ingest
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,8 +20,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/component-base/metrics/testutil"
 
+	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
+	"github.com/kubehistory/kubehistory/pkg/installkey"
 	"github.com/kubehistory/kubehistory/pkg/queue"
+	"github.com/kubehistory/kubehistory/pkg/sanitize"
 )
 
 // jetStreamEnv is an embedded JetStream on a fixed data dir and port, restartable.
@@ -366,5 +370,55 @@ func TestOptions(t *testing.T) {
 	o.Port, o.MaxBodyBytes, o.BindAddress = 70000, 0, "nope"
 	if errs := o.Validate(); len(errs) != 3 {
 		t.Errorf("want 3 errors, got %v", errs)
+	}
+}
+
+// A Secret audited at RequestResponse (an operator's own policy may do it): its values and the
+// last-applied copy never reach the publisher; without a policy (no key) the body is dropped instead.
+func TestSecretBodyRedactedBeforePublishing(t *testing.T) {
+	value := "ingest-s3cr3t-value"
+	b64 := base64.StdEncoding.EncodeToString([]byte(value))
+	lastApplied := strings.ReplaceAll(fmt.Sprintf(`{"apiVersion":"v1","kind":"Secret","stringData":{"password":%q}}`, value), `"`, `\"`)
+	secret := fmt.Sprintf(`{"kind":"Secret","apiVersion":"v1","metadata":{"name":"db","namespace":"team-a","uid":"u1","resourceVersion":"9",
+		"annotations":{"kubectl.kubernetes.io/last-applied-configuration":"%s"}},"data":{"password":%q},"type":"Opaque"}`, lastApplied, b64)
+	batch := []byte(`{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},"items":[{"level":"RequestResponse","auditID":"a-1",
+		"stage":"ResponseComplete","requestURI":"/api/v1/namespaces/team-a/secrets","verb":"create","user":{"username":"alice"},
+		"objectRef":{"resource":"secrets","namespace":"team-a","name":"db","apiVersion":"v1"},"responseStatus":{"metadata":{},"code":201},
+		"responseObject":` + secret + `,"stageTimestamp":"2026-05-04T10:00:00.100000Z"}]}`)
+	key := installkey.ForTest("ingest")
+	for _, tc := range []struct {
+		name   string
+		policy change.Policy
+	}{
+		{"redacted under the key", func(change.DestinationRef) sanitize.Options { return sanitize.Options{Key: key} }},
+		{"dropped without a policy", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pki := newTestPKI(t)
+			var got []queue.Message
+			url := startServer(t, pki, Options{Policy: tc.policy}, teamAMatcher, publisherFunc(func(_ context.Context, m []queue.Message) error {
+				got = append(got, m...)
+				return nil
+			}))
+			mustPost(t, pki.client(t, "any-name", pki.ca, pki.caKey), url, batch, http.StatusOK)
+			if len(got) != 1 {
+				t.Fatalf("%d messages", len(got))
+			}
+			for _, n := range []string{value, b64} {
+				if strings.Contains(string(got[0].Data), n) {
+					t.Fatalf("%q published: %s", n, got[0].Data)
+				}
+			}
+			var c change.Change
+			if err := json.Unmarshal(got[0].Data, &c); err != nil {
+				t.Fatal(err)
+			}
+			if tc.policy != nil && (!c.Redacted || !strings.Contains(string(c.Body), key.Fingerprint([]byte(value)))) {
+				t.Fatalf("body not redacted under the key: %s", c.Body)
+			}
+			if tc.policy == nil && (len(c.Body) != 0 || !c.HasMarker(historyv1alpha1.MarkerNoBody)) {
+				t.Fatalf("body kept without a policy: %s (markers %v)", c.Body, c.Markers)
+			}
+		})
 	}
 }
