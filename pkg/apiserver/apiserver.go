@@ -97,7 +97,7 @@ func (c completedConfig) New() (*HistoryServer, error) {
 	apiGroupInfo.VersionedResourcesStorageMap["v1alpha1"] = map[string]rest.Storage{
 		"resourcechanges":        changes.NewResourceChanges(c.ExtraConfig.Index, mirror),
 		"clusterresourcechanges": changes.NewClusterResourceChanges(c.ExtraConfig.Index, mirror),
-		"repostatuses":           repostatus.New(c.ExtraConfig.Index),
+		"repostatuses":           repostatus.New(c.ExtraConfig.Index, mirror),
 	}
 	if err := s.GenericAPIServer.InstallAPIGroup(&apiGroupInfo); err != nil {
 		return nil, err

@@ -143,3 +143,48 @@ func TestShippedRBACHasNoWildcard(t *testing.T) {
 		}
 	}
 }
+
+// A RepoStatus (repository URL, last error, orphaned paths) is shown only to those who may get its
+// GitDestination: a history viewer of team-a sees team-a's ResourceChanges but not its RepoStatus until
+// granted get on that GitDestination (by name).
+func TestRepoStatusNeedsGitDestinationGet(t *testing.T) {
+	ctx := context.Background()
+	user := "repostatus-viewer"
+	kc, err := env.plane.Kubeconfig(user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, "create", "rolebinding", user+"-history", "-n", "team-a", "--clusterrole=kubehistory:history-viewer", "--user="+user)
+	if err := framework.WaitFor(ctx, 30*time.Second, func() error {
+		out, err := kubectlAs(kc, "", "get", "repostatuses", "-n", "team-a", "-o", "name")
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(out) != "" {
+			t.Fatalf("a viewer without get on the GitDestination lists RepoStatuses:\n%s", out)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := kubectlAs(kc, "", "get", "repostatus", "main", "-n", "team-a"); err == nil || !strings.Contains(out+err.Error(), "NotFound") {
+		t.Fatalf("get of a hidden RepoStatus: err=%v %s", err, out)
+	}
+	// The admin sees it: the RepoStatus exists.
+	kubectl(t, "get", "repostatus", "main", "-n", "team-a")
+	kubectl(t, "create", "role", user+"-destination", "-n", "team-a", "--verb=get", "--resource=gitdestinations.config.kubehistory.io", "--resource-name=main")
+	kubectl(t, "create", "rolebinding", user+"-destination", "-n", "team-a", "--role="+user+"-destination", "--user="+user)
+	// Granted: visible once kube-apiserver's RBAC and the mirror's decision cache (10s) follow.
+	if err := framework.WaitFor(ctx, 60*time.Second, func() error {
+		out, err := kubectlAs(kc, "", "get", "repostatuses", "-n", "team-a", "-o", "name")
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(out) != "repostatus.history.kubehistory.io/main" {
+			return fmt.Errorf("repostatuses seen: %q", out)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -53,6 +53,19 @@ func (m *Mirror) MayGet(ctx context.Context, u user.Info, rec *change.Record) (b
 	if !rec.Cluster {
 		attrs.Namespace = rec.Object.Namespace
 	}
+	return m.decide(ctx, attrs)
+}
+
+// MayGetNamed reports whether u may `get` the named object of group/resource in namespace: a
+// RepoStatus is shown only to those who may get its GitDestination (resourceNames rules count).
+func (m *Mirror) MayGetNamed(ctx context.Context, u user.Info, group, resource, namespace, name string) (bool, error) {
+	return m.decide(ctx, authorizer.AttributesRecord{
+		User: u, Verb: "get", APIGroup: group, Resource: resource, Namespace: namespace, Name: name, ResourceRequest: true,
+	})
+}
+
+func (m *Mirror) decide(ctx context.Context, attrs authorizer.AttributesRecord) (bool, error) {
+	u := attrs.User
 	key := cacheKey(&attrs)
 	if v, ok := m.decisions.Get(key); ok {
 		return v.(bool), nil
@@ -93,5 +106,6 @@ func cacheKey(a *authorizer.AttributesRecord) string {
 	field(a.APIGroup)
 	field(a.Resource)
 	field(a.Namespace)
+	field(a.Name)
 	return b.String()
 }

@@ -13,17 +13,26 @@ import (
 	metainternalversion "k8s.io/apimachinery/pkg/apis/meta/internalversion"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apiserver/pkg/authentication/user"
 	genericapirequest "k8s.io/apiserver/pkg/endpoints/request"
 	"k8s.io/apiserver/pkg/registry/rest"
 
+	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
 	"github.com/kubehistory/kubehistory/apis/history"
 	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/registry"
 )
 
-// REST serves repostatuses.
+// REST serves repostatuses, each only to those who may `get` its GitDestination: a RepoStatus shows the
+// repository URL, the last error and orphaned paths, which are the destination's business.
 type REST struct {
 	reader registry.RepoStatusReader
+	access Access
+}
+
+// Access decides who may see a RepoStatus; access.Mirror implements it.
+type Access interface {
+	MayGetNamed(ctx context.Context, u user.Info, group, resource, namespace, name string) (bool, error)
 }
 
 var (
@@ -37,7 +46,22 @@ var (
 )
 
 // New returns the storage of repostatuses.
-func New(reader registry.RepoStatusReader) *REST { return &REST{reader: reader} }
+func New(reader registry.RepoStatusReader, access Access) *REST {
+	return &REST{reader: reader, access: access}
+}
+
+// visible says whether the requester may get the GitDestination of the RepoStatus namespace/name.
+func (r *REST) visible(ctx context.Context, namespace, name string) (bool, error) {
+	u, ok := genericapirequest.UserFrom(ctx)
+	if !ok {
+		return false, apierrors.NewUnauthorized("no user in the request")
+	}
+	allowed, err := r.access.MayGetNamed(ctx, u, configv1alpha1.GroupName, "gitdestinations", namespace, name)
+	if err != nil {
+		return false, apierrors.NewInternalError(err)
+	}
+	return allowed, nil
+}
 
 // New implements rest.Storage.
 func (r *REST) New() runtime.Object { return &history.RepoStatus{} }
@@ -66,6 +90,12 @@ func (r *REST) Get(ctx context.Context, name string, _ *metav1.GetOptions) (runt
 	if !found {
 		return nil, apierrors.NewNotFound(history.Resource("repostatuses"), name)
 	}
+	if ok, err := r.visible(ctx, rs.Namespace, rs.Name); err != nil {
+		return nil, err
+	} else if !ok {
+		// As if it did not exist: its existence is the destination's business too.
+		return nil, apierrors.NewNotFound(history.Resource("repostatuses"), name)
+	}
 	return toInternal(rs)
 }
 
@@ -78,6 +108,11 @@ func (r *REST) List(ctx context.Context, _ *metainternalversion.ListOptions) (ru
 	list := &history.RepoStatusList{}
 	var maxRV uint64
 	for i := range items {
+		if ok, err := r.visible(ctx, items[i].Namespace, items[i].Name); err != nil {
+			return nil, err
+		} else if !ok {
+			continue
+		}
 		obj, err := toInternal(&items[i])
 		if err != nil {
 			return nil, err
