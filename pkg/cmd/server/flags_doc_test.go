@@ -51,7 +51,7 @@ func TestConfigurationReferenceMatchesFlags(t *testing.T) {
 	}
 	o := NewOptions(nil, nil)
 	fss := o.Flags()
-	for _, section := range []string{"kubehistory", "audit webhook", "NATS JetStream", "reconciler"} {
+	for _, section := range []string{"kubehistory", "audit webhook", "NATS JetStream", "reconciler", "trust"} {
 		fs, ok := fss.FlagSets[section]
 		if !ok {
 			continue
