@@ -220,38 +220,48 @@ func (o *auditPolicyOptions) run(ctx context.Context, w io.Writer) error {
 		_, err = w.Write(out)
 		return err
 	}
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	if o.Kubeconfig != "" {
-		rules.ExplicitPath = o.Kubeconfig
-	}
-	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: o.Context}).ClientConfig()
-	if err != nil {
-		return fmt.Errorf("loading kubeconfig: %w", err)
-	}
-	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	wrs, cwrs, served, err := clusterRules(ctx, o.Kubeconfig, o.Context)
 	if err != nil {
 		return err
 	}
-	served, err := reconcile.Discover(dc)
-	if err != nil {
-		return fmt.Errorf("discovering served resources: %w", err)
-	}
-	cs, err := versioned.NewForConfig(cfg)
-	if err != nil {
-		return err
-	}
-	wrs, err := cs.ConfigV1alpha1().WatchRules(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return fmt.Errorf("listing WatchRules: %w", err)
-	}
-	cwrs, err := cs.ConfigV1alpha1().ClusterWatchRules().List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return fmt.Errorf("listing ClusterWatchRules: %w", err)
-	}
-	out, err := policyYAML(TrackedAuditPolicy(TrackedFromRules(wrs.Items, cwrs.Items, served)), "(from the cluster's rules)")
+	out, err := policyYAML(TrackedAuditPolicy(TrackedFromRules(wrs, cwrs, served)), "(from the cluster's rules)")
 	if err != nil {
 		return err
 	}
 	_, err = w.Write(out)
 	return err
+}
+
+// clusterRules reads the cluster's WatchRules and ClusterWatchRules and the resources it serves, for
+// the commands that derive configuration from the rules (audit-policy, rbac).
+func clusterRules(ctx context.Context, kubeconfig, kubeContext string) ([]configv1alpha1.WatchRule, []configv1alpha1.ClusterWatchRule, []reconcile.Resource, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	if kubeconfig != "" {
+		rules.ExplicitPath = kubeconfig
+	}
+	cfg, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: kubeContext}).ClientConfig()
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("loading kubeconfig: %w", err)
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	served, err := reconcile.Discover(dc)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("discovering served resources: %w", err)
+	}
+	cs, err := versioned.NewForConfig(cfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	wrs, err := cs.ConfigV1alpha1().WatchRules(metav1.NamespaceAll).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("listing WatchRules: %w", err)
+	}
+	cwrs, err := cs.ConfigV1alpha1().ClusterWatchRules().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("listing ClusterWatchRules: %w", err)
+	}
+	return wrs.Items, cwrs.Items, served, nil
 }

@@ -240,6 +240,7 @@ NATS JetStream, commits them as sanitized YAML to Git authored as the actor, and
 	cmd.SetContext(ctx)
 	cmd.AddCommand(newIndexCommand(ctx))
 	cmd.AddCommand(newAuditPolicyCommand(ctx))
+	cmd.AddCommand(newRBACCommand(ctx))
 	fss := o.Flags()
 	fs := cmd.Flags()
 	for _, f := range fss.FlagSets {
