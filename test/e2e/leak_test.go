@@ -169,8 +169,33 @@ func TestSecretValuesNeverStored(t *testing.T) {
 	}
 	kubectl(t, "wait", "--for=condition=Established", "--timeout=60s", "crd/databases.leak.example.com")
 
-	// Present before any rule tracks it: the reconciler seeds it from a List.
+	// A Secret that exists before the rule of the destination under test: the reconciler seeds it from
+	// a List. A first destination ("pre") tracks the namespace's Secrets already: once its history has
+	// the Secret's creation, the audit event has been handled, and the rule applied next cannot match it.
+	preRepo := filepath.Join(t.TempDir(), "pre.git")
+	if out, err := exec.Command("git", "init", "-q", "--bare", "-b", "main", preRepo).CombinedOutput(); err != nil {
+		t.Fatalf("git init: %v: %s", err, out)
+	}
+	pre := fmt.Sprintf(`apiVersion: config.kubehistory.io/v1alpha1
+kind: GitDestination
+metadata: {name: pre, namespace: %[1]s}
+spec:
+  url: file://%[2]s
+  commitWindow: 1s
+---
+apiVersion: config.kubehistory.io/v1alpha1
+kind: WatchRule
+metadata: {name: pre, namespace: %[1]s}
+spec:
+  destinationRef: {name: pre}
+  rules: [{apiGroups: [""], resources: ["secrets"]}]
+`, ns, preRepo)
+	if _, err := kubectlAs(admin, pre, "apply", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, "-n", ns, "wait", "--for=condition=Ready", "--timeout=60s", "gitdestination/pre", "watchrule/pre")
 	kubectl(t, "-n", ns, "create", "secret", "generic", "early", "--from-literal=password="+value("seeded"))
+	waitForEntries(ctx, t, ns, map[string]int{"create/early": 1})
 
 	setup := fmt.Sprintf(`apiVersion: config.kubehistory.io/v1alpha1
 kind: GitDestination
@@ -233,6 +258,7 @@ spec:
 		t.Fatal("no file in the data directories: nothing was scanned")
 	}
 	sc.scanGit(repo)
+	sc.scanGit(preRepo)
 	// Its log, at the verbosity the suite runs it with.
 	logData, err := os.ReadFile(filepath.Join(env.plane.Dir, "kubehistory-apiserver.log"))
 	if err != nil {
