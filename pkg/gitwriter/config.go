@@ -17,6 +17,7 @@ import (
 	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/installkey"
+	"github.com/kubehistory/kubehistory/pkg/sopsenc"
 )
 
 // Defaults for the fields of Config left empty.
@@ -110,6 +111,10 @@ type Config struct {
 	// StripAnnotations are annotations removed from every object beside the built-in list (annotations
 	// that copy the object, such as kubectl's last-applied-configuration).
 	StripAnnotations []string
+	// SOPSRecipients, when set, make the writer store Secrets SOPS-encrypted for these age recipients
+	// (fetched from the API server at write time: no value travels through JetStream) instead of
+	// fingerprinted.
+	SOPSRecipients []string
 	// Scope applies the rules' objectSelectors to objects whose labels the audit event did not carry;
 	// nil records every change it is sent.
 	Scope Scope `json:"-"`
@@ -133,6 +138,12 @@ func ConfigFromGitDestination(gd *configv1alpha1.GitDestination, secretData map[
 		SensitivePaths:     append([]string(nil), gd.Spec.SensitivePaths...),
 		StripAnnotations:   append([]string(nil), gd.Spec.StripAnnotations...),
 		OrphanPolicy:       gd.Spec.OrphanPolicy,
+	}
+	if e := gd.Spec.Encryption; e != nil {
+		if err := sopsenc.ValidateRecipients(e.AgeRecipients); err != nil {
+			return cfg, err
+		}
+		cfg.SOPSRecipients = append([]string(nil), e.AgeRecipients...)
 	}
 	if gd.Spec.CommitWindow != nil {
 		cfg.CommitWindow = gd.Spec.CommitWindow.Duration

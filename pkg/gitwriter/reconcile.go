@@ -55,7 +55,11 @@ func (w *Writer) classifySeeds(batch []*pending, read func(string) (fileState, e
 		if err != nil {
 			return nil, err
 		}
-		if !old.exists || bytes.Equal(old.content, p.yaml) {
+		y, err := w.content(p, path, old)
+		if err != nil {
+			return nil, err
+		}
+		if !old.exists || bytes.Equal(old.content, y) {
 			continue
 		}
 		if cur, known := current(path); known && !cur.Deleted && cur.RV != "" && cur.RV == p.rv() {

@@ -15,6 +15,8 @@ package gitwriter
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,6 +42,7 @@ import (
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/gitrecord"
 	"github.com/kubehistory/kubehistory/pkg/sanitize"
+	"github.com/kubehistory/kubehistory/pkg/sopsenc"
 )
 
 // Writer commits the changes of one GitDestination. Build it with New and call Run once.
@@ -214,6 +217,9 @@ type pending struct {
 	markers  []historyv1alpha1.ChangeMarker // added by the writer
 	// outOfScope: matched by ingest without the object's labels, and no rule selects the object.
 	outOfScope bool
+	// plain is the cleaned object of a Secret that an encrypting destination stores SOPS-encrypted; its
+	// file content depends on the file's previous content (see content).
+	plain map[string]interface{}
 }
 
 // control is true for a reconciler's orphan check: it changes no object and makes no record itself.
@@ -466,7 +472,8 @@ func (w *Writer) resolve(ctx context.Context, batch []*pending) error {
 			continue
 		}
 		opts := w.sanitizeOptions(p.ch)
-		if len(p.ch.Body) > 0 {
+		encrypt := w.encrypts(p.ch.Object)
+		if len(p.ch.Body) > 0 && !encrypt {
 			y, err := sanitize.Sanitize([]byte(p.ch.Body), opts)
 			if err == nil {
 				p.yaml, p.resolved = y, true
@@ -495,6 +502,11 @@ func (w *Writer) resolve(ctx context.Context, batch []*pending) error {
 		}
 		// The fetched object is sanitized here, in memory; only its sanitized YAML goes on.
 		opts.Redacted = false
+		if encrypt {
+			if p.plain, err = sanitize.CleanForEncryption(body, opts); err != nil {
+				return fmt.Errorf("sanitizing fetched %s %s/%s: %w", o.Resource, o.Namespace, o.Name, err)
+			}
+		}
 		y, err := sanitize.Sanitize(body, opts)
 		if err != nil {
 			return fmt.Errorf("sanitizing fetched %s %s/%s: %w", o.Resource, o.Namespace, o.Name, err)
@@ -506,6 +518,35 @@ func (w *Writer) resolve(ctx context.Context, batch []*pending) error {
 		}
 	}
 	return nil
+}
+
+// encrypts says whether the object is a Secret this destination stores SOPS-encrypted. Such a Secret is
+// always read from the API server at write time: the body in the stream holds fingerprints, not values.
+func (w *Writer) encrypts(o historyv1alpha1.ChangedObject) bool {
+	return len(w.cfg.SOPSRecipients) > 0 && o.Group == "" && o.Resource == "secrets"
+}
+
+// content is what the change writes to its file, whose current content is old: the sanitized YAML, or
+// for an encrypted Secret its SOPS file, which keeps old's lastmodified and age stanzas when no value
+// changed (so an unchanged Secret is an unchanged file).
+func (w *Writer) content(p *pending, path string, old fileState) ([]byte, error) {
+	if p.plain == nil {
+		return p.yaml, nil
+	}
+	var prev []byte
+	if old.exists {
+		prev = old.content
+	}
+	return sopsenc.Encrypt(p.plain, sopsenc.Options{Recipients: w.cfg.SOPSRecipients, DataKey: w.sopsDataKey(path),
+		Now: p.ch.ChangeTime.Time, Previous: prev})
+}
+
+// sopsDataKey is the data key of one encrypted file: derived from the installation key, the destination
+// and the path, so that it is stable (unchanged values keep their ciphertext) and differs per file.
+func (w *Writer) sopsDataKey(path string) []byte {
+	m := hmac.New(sha256.New, w.cfg.Key.Derive("sops-data-key"))
+	m.Write([]byte(w.cfg.Destination.String() + "\x00" + path))
+	return m.Sum(nil)
 }
 
 func (w *Writer) sanitizeOptions(c change.Change) sanitize.Options {
@@ -676,15 +717,19 @@ func (w *Writer) build(base plumbing.Hash, batch []*pending, now time.Time) (*bu
 			}
 			del := isDelete(p.ch.Verb)
 			next := old
+			y, err := w.content(p, path, old)
+			if err != nil {
+				return nil, err
+			}
 			cur, known := current(path)
-			apply := (del || p.yaml != nil) && applies(cur, known, p.rv(), del)
-			if !apply && p.ch.Verb == historyv1alpha1.VerbSeed && p.yaml != nil && impossiblyNewer(cur.RV, p.rv()) {
+			apply := (del || y != nil) && applies(cur, known, p.rv(), del)
+			if !apply && p.ch.Verb == historyv1alpha1.VerbSeed && y != nil && impossiblyNewer(cur.RV, p.rv()) {
 				// A seed is the cluster's observed state: a recorded version far beyond it cannot be real
 				// (forged, or resourceVersions went back after an etcd restore) and must not freeze the
 				// file. A slightly newer one is an audit change that raced the List, and wins.
 				apply = true
 			}
-			if p.ch.Source == historyv1alpha1.SourceReconcile && !reconcileChanges(apply, del, old, p.yaml) {
+			if p.ch.Source == historyv1alpha1.SourceReconcile && !reconcileChanges(apply, del, old, y) {
 				res.skipped[p.ch.ChangeID] = true
 				continue
 			}
@@ -695,9 +740,9 @@ func (w *Writer) build(base plumbing.Hash, batch []*pending, now time.Time) (*bu
 						edits[path] = treeEdit{remove: true}
 					}
 				} else {
-					next = fileState{content: p.yaml, exists: true}
-					if !old.exists || string(old.content) != string(p.yaml) {
-						blob, err := ow.put(plumbing.BlobObject, p.yaml)
+					next = fileState{content: y, exists: true}
+					if !old.exists || string(old.content) != string(y) {
+						blob, err := ow.put(plumbing.BlobObject, y)
 						if err != nil {
 							return nil, err
 						}

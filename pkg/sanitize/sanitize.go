@@ -46,6 +46,8 @@ type Options struct {
 	StripAnnotations []string
 	// Key makes the fingerprints. Sanitizing a sensitive object without it is an error.
 	Key installkey.Key
+	// encrypt leaves a Secret's values in place for CleanForEncryption's caller; never set otherwise.
+	encrypt bool
 	// Redacted says that Redact already ran on this body: values that are fingerprints under Key are
 	// kept as they are instead of being fingerprinted again; every other sensitive value is still
 	// replaced, so a body redacted with fewer sensitive resources or paths is completed here.
@@ -197,6 +199,23 @@ func (o Options) AppliesTo(group, resource string) bool {
 	return false
 }
 
+// CleanForEncryption is Sanitize for a destination that encrypts Secrets (SOPS): the cleaned object, as a
+// map for the encoder, with a Secret's data and stringData values left in place for the caller to
+// encrypt before anything is stored; sensitive paths and other sensitive resources are fingerprinted as
+// always.
+func CleanForEncryption(raw []byte, opts Options) (map[string]interface{}, error) {
+	m, err := decode(raw)
+	if err != nil {
+		return nil, err
+	}
+	opts.encrypt = true
+	opts.Redacted = false
+	if err := clean(m, opts); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 // Redact returns the JSON object raw with every sensitive value replaced by its fingerprint and the
 // annotations that copy the object (kubectl's last-applied-configuration, which holds a Secret's values
 // in plaintext, and opts.StripAnnotations) removed; everything else, metadata included, is kept.
@@ -235,7 +254,7 @@ func stripAnnotations(annotations map[string]interface{}, opts Options) {
 // redactValues replaces the values of a sensitive resource and of the sensitive paths by fingerprints.
 func redactValues(m map[string]interface{}, opts Options) error {
 	paths := matchingPaths(m, opts)
-	secret := IsSensitive(m, opts)
+	secret := IsSensitive(m, opts) && !(opts.encrypt && isSecret(m, opts))
 	if !secret && len(paths) == 0 {
 		return nil
 	}

@@ -296,6 +296,27 @@ type GitDestinationSpec struct {
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=64
 	StripAnnotations []string `json:"stripAnnotations,omitempty"`
+	// encryption, when set, writes Secrets to Git SOPS-encrypted for age recipients instead of
+	// fingerprinted, so that the repository can restore them: `sops --decrypt` with an age identity
+	// gives back the Secret for `kubectl apply`. Without it (the default) values are keyed fingerprints;
+	// plaintext is never an option.
+	// +optional
+	Encryption *Encryption `json:"encryption,omitempty"`
+}
+
+// Encryption of Secret values in Git.
+type Encryption struct {
+	// provider is the file format; SOPS is the only one.
+	// +kubebuilder:validation:Enum=SOPS
+	// +kubebuilder:default=SOPS
+	// +optional
+	Provider string `json:"provider,omitempty"`
+	// ageRecipients are the age public keys ("age1…") whose identities may decrypt.
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:Pattern=`^age1[0-9a-z]{58}$`
+	// +listType=atomic
+	AgeRecipients []string `json:"ageRecipients"`
 }
 
 // GitDestinationStatus is the observed state of a GitDestination.
