@@ -10,9 +10,6 @@ import (
 
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
-	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
-	"golang.org/x/crypto/ssh"
-	"golang.org/x/crypto/ssh/knownhosts"
 
 	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
@@ -266,34 +263,7 @@ func (c *Config) authMethod() (transport.AuthMethod, error) {
 		}
 		return nil, nil
 	case "ssh":
-		if len(cr.SSHPrivateKey) == 0 {
-			return nil, fmt.Errorf("gitwriter: destination %s: ssh URL without ssh-privatekey", c.Destination)
-		}
-		if len(cr.KnownHosts) == 0 {
-			return nil, fmt.Errorf("gitwriter: destination %s: ssh URL without known_hosts", c.Destination)
-		}
-		user := ep.User
-		if user == "" {
-			user = "git"
-		}
-		keys, err := gitssh.NewPublicKeys(user, cr.SSHPrivateKey, "")
-		if err != nil {
-			return nil, fmt.Errorf("gitwriter: destination %s: ssh-privatekey: %w", c.Destination, err)
-		}
-		// knownhosts only reads files: keep a copy next to the clone.
-		khFile := filepath.Join(c.dir(), "known_hosts")
-		if err := os.MkdirAll(c.dir(), 0o700); err != nil {
-			return nil, err
-		}
-		if err := os.WriteFile(khFile, cr.KnownHosts, 0o600); err != nil {
-			return nil, err
-		}
-		cb, err := knownhosts.New(khFile)
-		if err != nil {
-			return nil, fmt.Errorf("gitwriter: destination %s: known_hosts: %w", c.Destination, err)
-		}
-		keys.HostKeyCallback = ssh.HostKeyCallback(cb)
-		return keys, nil
+		return c.sshAuth(ep)
 	}
 	return nil, nil
 }
