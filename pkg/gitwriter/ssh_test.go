@@ -25,6 +25,7 @@ import (
 
 	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/kubehistory/kubehistory/pkg/change"
 )
@@ -389,6 +390,7 @@ func TestSSHHostKeyAlgorithms(t *testing.T) {
 		line("git.example.com", ed),
 		line("[git.example.com]:2222", ecPub),
 		line("other.example.com", ecPub),
+		line(knownhosts.HashHostname("hashed.example.com"), ed), // as `ssh-keyscan -H` writes it
 	}, "\n") + "\n"
 	_, userKey := newEd25519(t)
 	block, err := ssh.MarshalPrivateKey(userKey, "")
@@ -402,6 +404,7 @@ func TestSSHHostKeyAlgorithms(t *testing.T) {
 		{url: "git@git.example.com:org/repo.git", want: []string{ssh.KeyAlgoED25519}},
 		{url: "ssh://git@git.example.com/org/repo.git", want: []string{ssh.KeyAlgoED25519}},
 		{url: "ssh://git@git.example.com:2222/org/repo.git", want: []string{ssh.KeyAlgoECDSA256}},
+		{url: "git@hashed.example.com:org/repo.git", want: []string{ssh.KeyAlgoED25519}},
 		{url: "ssh://git@unknown.example.com/org/repo.git", want: nil}, // Go's defaults; the callback refuses any key
 	} {
 		t.Run(tc.url, func(t *testing.T) {
