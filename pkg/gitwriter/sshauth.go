@@ -68,3 +68,9 @@ func checkHostKey(cb ssh.HostKeyCallback) ssh.HostKeyCallback {
 		return nil
 	}
 }
+
+func init() {
+	// go-git reads the process user's ~/.ssh/config (Hostname, Port) by default, which could send a
+	// destination's connection, with its key, somewhere other than its URL says. The URL alone decides.
+	gitssh.DefaultSSHConfig = nil
+}
