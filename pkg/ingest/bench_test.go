@@ -229,7 +229,7 @@ func BenchmarkMapAndEncode400(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
 		for j := range decoded {
-			cs, _ := eventChanges(&decoded[j].Event, decoded[j].head, benchMatcher)
+			cs, _ := eventChanges(&decoded[j].Event, decoded[j].head, benchMatcher, nil)
 			for k := range cs {
 				if _, err := change.Encode(&cs[k]); err != nil {
 					b.Fatal(err)

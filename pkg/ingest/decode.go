@@ -19,8 +19,8 @@ import (
 // It is a hand-written decoder (on a scanner of its own, jsonscan.go) that fills only the fields of each Event
 // that the filter and the mapping read: the level, audit ID, stage, request URI, verb, user and
 // impersonated user (name, uid, groups), source IPs, user agent, objectRef, the response code, the
-// response object, the stage timestamp and the annotations. The request object, the request timestamp,
-// user extras and the rest of the response status are skipped after being checked as well-formed JSON.
+// response object, the request and stage timestamps and the annotations. The request object, user
+// extras and the rest of the response status are skipped after being checked as well-formed JSON.
 // Decoding a 400-event batch is the largest cost of the webhook, and this is several times faster
 // than reflection into auditv1.Event (docs/benchmarks.md). FuzzDecodeEventList checks it against
 // encoding/json. The strings and response objects of the events point into data, which must not change
@@ -169,8 +169,10 @@ func readEvent(s *scanner, ev *decodedEvent) {
 			// when it is an object with a head.
 			raw, head := readResponseObject(s)
 			ev.ResponseObject, ev.head = &runtime.Unknown{Raw: raw, ContentType: runtime.ContentTypeJSON}, head
+		case "requestReceivedTimestamp":
+			ev.RequestReceivedTimestamp = readMicroTime(s, field)
 		case "stageTimestamp":
-			ev.StageTimestamp = readMicroTime(s)
+			ev.StageTimestamp = readMicroTime(s, field)
 		case "annotations":
 			// Only the annotation EventChanges reads is kept; the others (authorization decisions and
 			// reasons, ...) are checked to be strings and skipped.
@@ -277,7 +279,7 @@ func readInt32(s *scanner, what string) int32 {
 
 // readMicroTime parses a metav1.MicroTime as its UnmarshalJSON does (RFC 3339 with microseconds, in
 // local time), without going through encoding/json.
-func readMicroTime(s *scanner) metav1.MicroTime {
+func readMicroTime(s *scanner, field string) metav1.MicroTime {
 	if s.null() {
 		return metav1.MicroTime{}
 	}
@@ -287,7 +289,7 @@ func readMicroTime(s *scanner) metav1.MicroTime {
 	}
 	t, err := time.Parse(metav1.RFC3339Micro, v)
 	if err != nil {
-		s.fail("stageTimestamp: %v", err)
+		s.fail("%s: %v", field, err)
 		return metav1.MicroTime{}
 	}
 	return metav1.NewMicroTime(t.Local())

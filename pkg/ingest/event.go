@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"encoding/json"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -26,6 +27,7 @@ const (
 	ReasonUnnamed           = "unnamed"            // the object's name is in neither the objectRef nor a body
 	ReasonNothingDeleted    = "nothing-deleted"    // a deletecollection whose response lists no item
 	ReasonNoRule            = "no-rule"            // no WatchRule or ClusterWatchRule tracks the object
+	ReasonNoOp              = "no-op"              // a write that persisted nothing (resourceVersion unchanged, noop.go)
 )
 
 // ReasonAccepted is the reason label of accepted events.
@@ -186,18 +188,26 @@ func (h *objectHead) isStatus() bool { return h != nil && h.Kind == "Status" }
 //     period 0) removed it: delete.
 //   - A create whose name was generated takes it from the response; without a body it is dropped as
 //     unnamed, and the reconciler will find the object as a gap.
+//   - A patch or update answered 201 created the object (server-side apply, create-on-update): create.
+//     The request's own verb stays visible in the request URI (fieldManager, force).
+//   - A Namespace is cluster-scoped: kube-apiserver puts its name in objectRef.namespace too, which is
+//     dropped.
+//   - A write answered with the resourceVersion its request named (objectRef.resourceVersion)
+//     persisted nothing: no-op. The Server also remembers the versions it published (noop.go), which
+//     EventChanges, seeing one event alone, does not.
 func EventChanges(ev *auditv1.Event, m RuleMatcher) ([]change.Change, string) {
 	var respRaw []byte
 	if ev.ResponseObject != nil {
 		respRaw = ev.ResponseObject.Raw
 	}
 	head, _ := parseHead(respRaw)
-	return eventChanges(ev, head, m)
+	return eventChanges(ev, head, m, nil)
 }
 
 // eventChanges is EventChanges with the head of the response object already read (nil if there is
-// none of the expected shape), as decodeEvents reads it.
-func eventChanges(ev *auditv1.Event, head *objectHead, m RuleMatcher) ([]change.Change, string) {
+// none of the expected shape), as decodeEvents reads it, and the versions ingest published so far
+// (nil: none known).
+func eventChanges(ev *auditv1.Event, head *objectHead, m RuleMatcher, last *lastVersions) ([]change.Change, string) {
 	if ev.Stage != auditv1.StageResponseComplete {
 		return nil, ReasonStage
 	}
@@ -231,6 +241,9 @@ func eventChanges(ev *auditv1.Event, head *objectHead, m RuleMatcher) ([]change.
 
 	verb := historyv1alpha1.ChangeVerb(ev.Verb)
 	sub := ref.Subresource
+	if sub == "" && (ev.Verb == "patch" || ev.Verb == "update") && ev.ResponseStatus != nil && ev.ResponseStatus.Code == http.StatusCreated {
+		verb = historyv1alpha1.VerbCreate
+	}
 	if sub == "status" {
 		return nil, ReasonStatusSubresource
 	}
@@ -258,12 +271,21 @@ func eventChanges(ev *auditv1.Event, head *objectHead, m RuleMatcher) ([]change.
 		body   json.RawMessage
 		sweep  bool
 		labels bool
+		// respRV is the object's resourceVersion in the response, "" if there is none.
+		respRV string
 	}
 	var targets []target
 	base := historyv1alpha1.ChangedObject{
 		Group: ref.APIGroup, Version: ref.APIVersion, Resource: ref.Resource,
 		Namespace: ref.Namespace, Name: ref.Name, UID: string(ref.UID), ResourceVersion: ref.ResourceVersion,
 	}
+	if ref.APIGroup == "" && ref.Resource == "namespaces" {
+		// kube-apiserver reads /api/v1/namespaces/{name} as namespace and name {name}.
+		base.Namespace = ""
+	}
+	// The version the request started from, when it named one (an update's or a Scale's
+	// metadata.resourceVersion; never on a patch or a delete).
+	requestRV := ref.ResourceVersion
 
 	switch {
 	case ev.Verb == "deletecollection" && hasHead && !head.isStatus() && head.Items != nil:
@@ -300,6 +322,7 @@ func eventChanges(ev *auditv1.Event, head *objectHead, m RuleMatcher) ([]change.
 		} else if sub != "" && hasHead && !head.isStatus() {
 			// A Scale (or similar) carries the parent's uid and resourceVersion, not its labels or body.
 			t.obj.UID, t.obj.ResourceVersion = firstNonEmpty(head.Metadata.UID, t.obj.UID), firstNonEmpty(head.Metadata.ResourceVersion, t.obj.ResourceVersion)
+			t.respRV = head.Metadata.ResourceVersion
 		}
 		if t.obj.Name == "" {
 			return nil, ReasonUnnamed
@@ -308,6 +331,7 @@ func eventChanges(ev *auditv1.Event, head *objectHead, m RuleMatcher) ([]change.
 	}
 
 	var out []change.Change
+	noop := false
 	for _, t := range targets {
 		if t.head != nil && !t.head.isStatus() {
 			md := &t.head.Metadata
@@ -315,6 +339,14 @@ func eventChanges(ev *auditv1.Event, head *objectHead, m RuleMatcher) ([]change.
 			t.obj.ResourceVersion = firstNonEmpty(md.ResourceVersion, t.obj.ResourceVersion)
 			t.obj.Kind = t.head.Kind
 			t.verb = refineVerb(t.verb, t.head)
+			t.respRV = md.ResourceVersion
+		}
+		// Only an update (patch, update, a delete that marked the object) can be a no-op: a create
+		// or a removal always persists.
+		if t.respRV != "" && (t.verb == historyv1alpha1.VerbUpdate || t.verb == historyv1alpha1.VerbPatch) &&
+			(t.respRV == requestRV || last.unchanged(t.obj.UID, t.respRV, ev.RequestReceivedTimestamp.Time)) {
+			noop = true
+			continue
 		}
 		info := ObjectInfo{
 			Group: t.obj.Group, Resource: t.obj.Resource, Namespace: t.obj.Namespace, Name: t.obj.Name,
@@ -332,7 +364,15 @@ func eventChanges(ev *auditv1.Event, head *objectHead, m RuleMatcher) ([]change.
 		if truncated {
 			markers = append(markers, historyv1alpha1.MarkerTruncatedEvent)
 		}
-		for _, dest := range m.Match(info) {
+		dests := m.Match(info)
+		if len(dests) > 0 {
+			if t.verb == historyv1alpha1.VerbDelete {
+				last.forget(t.obj.UID)
+			} else {
+				last.observe(t.obj.UID, t.respRV, ev.StageTimestamp.Time)
+			}
+		}
+		for _, dest := range dests {
 			out = append(out, change.Change{
 				Change: historyv1alpha1.Change{
 					Object:     t.obj,
@@ -352,6 +392,9 @@ func eventChanges(ev *auditv1.Event, head *objectHead, m RuleMatcher) ([]change.
 		}
 	}
 	if len(out) == 0 {
+		if noop {
+			return nil, ReasonNoOp
+		}
 		return nil, ReasonNoRule
 	}
 	return out, ReasonAccepted

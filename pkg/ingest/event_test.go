@@ -285,7 +285,7 @@ func TestHeadOfUnexpectedShape(t *testing.T) {
 	if string(decoded[0].ResponseObject.Raw) != `{"kind":"ConfigMap","metadata":{"name":"web","labels":{"n":5}},"data":{"a":"b"}}` {
 		t.Errorf("response object %s", decoded[0].ResponseObject.Raw)
 	}
-	inline, inlineReason := eventChanges(&decoded[0].Event, decoded[0].head, teamAMatcher)
+	inline, inlineReason := eventChanges(&decoded[0].Event, decoded[0].head, teamAMatcher, nil)
 	again, reason := EventChanges(&decoded[0].Event, teamAMatcher)
 	if reason != inlineReason || !reflect.DeepEqual(inline, again) || len(again) != 1 || again[0].Body != nil {
 		t.Errorf("mapped %q %+v, read again %q %+v; want one change without body", inlineReason, inline, reason, again)

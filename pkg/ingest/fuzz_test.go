@@ -48,7 +48,7 @@ func FuzzDecodeEventList(f *testing.F) {
 			}
 			for i := range list.Items {
 				cs, reason := EventChanges(&list.Items[i], teamAMatcher)
-				inline, inlineReason := eventChanges(&decoded[i].Event, decoded[i].head, teamAMatcher)
+				inline, inlineReason := eventChanges(&decoded[i].Event, decoded[i].head, teamAMatcher, nil)
 				if inlineReason != reason || !reflect.DeepEqual(inline, cs) {
 					t.Fatalf("item %d: with the head read while decoding %q %+v, read again %q %+v", i, inlineReason, inline, reason, cs)
 				}

@@ -45,6 +45,8 @@ type Server struct {
 	publisher Publisher
 	tlsConfig *tls.Config
 	allowed   map[string]bool
+	// last remembers the resourceVersions published per object, to recognize no-op writes.
+	last *lastVersions
 
 	// The serving certificate and the client CA are re-read when their files change (cert-manager or
 	// kubeadm rotate them in place), and certs hands every new handshake the current pair and pool.
@@ -103,6 +105,7 @@ func NewServer(opts Options, matcher RuleMatcher, publisher Publisher) (*Server,
 		matcher:        matcher,
 		publisher:      publisher,
 		allowed:        allowed,
+		last:           newLastVersions(DefaultLastVersions),
 		servingContent: servingContent,
 		caContent:      caContent,
 		certs:          certs,
@@ -224,7 +227,7 @@ func (s *Server) serveAudit(w http.ResponseWriter, r *http.Request) {
 	changes := 0
 	err = s.publisher.PublishSeq(r.Context(), func(yield func(queue.Message, error) bool) {
 		for i := range decoded {
-			cs, reason := eventChanges(&decoded[i].Event, decoded[i].head, s.matcher)
+			cs, reason := eventChanges(&decoded[i].Event, decoded[i].head, s.matcher, s.last)
 			reasons[reason]++
 			for j := range cs {
 				changes++
