@@ -31,6 +31,9 @@ const (
 	DefaultRetryInitial       = 500 * time.Millisecond
 	DefaultRetryMax           = time.Minute
 	DefaultIDRetention        = 7 * 24 * time.Hour
+	// DefaultGapGrace exceeds kube-apiserver's audit webhook retry span (about 2.5 minutes with the
+	// default 10 s initial backoff) and a crashed writer's AckWait.
+	DefaultGapGrace = 5 * time.Minute
 )
 
 // Credentials for the repository, from the GitDestination's credentials Secret.
@@ -97,6 +100,11 @@ type Config struct {
 	// IDRetention is how long committed change IDs are remembered for deduplication (a change
 	// redelivered or re-sent later than that would be committed again).
 	IDRetention time.Duration
+	// GapGrace is how long after it was published a reconcile seed that finds Git behind the cluster is
+	// held before it is recorded as a Gap: the audit change that explains the difference may still be
+	// on its way (kube-apiserver re-sending a batch, a crashed writer's batch waiting for AckWait). When
+	// the seed comes back, a change that arrived meanwhile has made it moot. Negative: no hold (tests).
+	GapGrace time.Duration
 	// Key is the installation key: it makes the keyed fingerprints of sensitive values and seals the
 	// commits this writer makes. Required.
 	Key installkey.Key `json:"-"`
@@ -197,6 +205,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.IDRetention <= 0 {
 		c.IDRetention = DefaultIDRetention
+	}
+	if c.GapGrace == 0 {
+		c.GapGrace = DefaultGapGrace
 	}
 	if c.Identity == "" {
 		c.Identity, _ = os.Hostname()

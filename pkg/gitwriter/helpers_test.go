@@ -92,6 +92,7 @@ func testConfig(t testing.TB, url string) Config {
 		RetryMax:     500 * time.Millisecond,
 		Key:          testKey,
 		KeyID:        testKey.ID(),
+		GapGrace:     -1, // TestGapHeldForAuditChange tests the hold
 	}
 }
 

@@ -43,9 +43,14 @@ func reconcileChanges(apply, del bool, old fileState, yaml []byte) bool {
 // listed resourceVersion: no change was missed, only the rendering differs (for example a resource
 // added to sensitiveResources), and the seed keeps the reconciler as its actor. The batch is copied,
 // not modified, so that build stays pure across retries.
-func (w *Writer) classifySeeds(batch []*pending, read func(string) (fileState, error), current func(string) (ObjectVersion, bool)) ([]*pending, error) {
+//
+// A seed that would be a Gap but was published less than GapGrace ago is held instead (returned in
+// held with the time left): the audit change that explains the difference may still be on its way.
+func (w *Writer) classifySeeds(batch []*pending, read func(string) (fileState, error), current func(string) (ObjectVersion, bool),
+	now time.Time) ([]*pending, map[string]time.Duration, error) {
 	out := batch
 	copied := false
+	var held map[string]time.Duration
 	for i, p := range batch {
 		if p.ch.Verb != historyv1alpha1.VerbSeed || p.yaml == nil {
 			continue
@@ -53,16 +58,23 @@ func (w *Writer) classifySeeds(batch []*pending, read func(string) (fileState, e
 		path := ObjectPath(w.cfg.PathPrefix, p.ch.Object)
 		old, err := read(path)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		y, err := w.content(p, path, old)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if !old.exists || bytes.Equal(old.content, y) {
 			continue
 		}
 		if cur, known := current(path); known && !cur.Deleted && cur.RV != "" && cur.RV == p.rv() {
+			continue
+		}
+		if left := w.cfg.GapGrace - now.Sub(p.published()); w.cfg.GapGrace > 0 && left > 0 {
+			if held == nil {
+				held = map[string]time.Duration{}
+			}
+			held[p.ch.ChangeID] = left
 			continue
 		}
 		if !copied {
@@ -73,7 +85,28 @@ func (w *Writer) classifySeeds(batch []*pending, read func(string) (fileState, e
 		q.markers = append(append([]historyv1alpha1.ChangeMarker(nil), p.markers...), historyv1alpha1.MarkerGap)
 		out[i] = &q
 	}
-	return out, nil
+	if len(held) > 0 {
+		kept := make([]*pending, 0, len(out))
+		for _, p := range out {
+			if _, h := held[p.ch.ChangeID]; !h {
+				kept = append(kept, p)
+			}
+		}
+		out = kept
+	}
+	return out, held, nil
+}
+
+// published is when the change was stored in the stream (zero when unknown: never held).
+func (p *pending) published() time.Time {
+	if p.msg == nil {
+		return time.Time{}
+	}
+	md, err := p.msg.Metadata()
+	if err != nil {
+		return time.Time{}
+	}
+	return md.Timestamp
 }
 
 // staleCheck is the age past which an orphan check is skipped.

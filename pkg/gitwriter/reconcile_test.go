@@ -240,3 +240,44 @@ func TestOrphanCheck(t *testing.T) {
 		t.Fatalf("an orphan inside its grace period was pruned (%d records)", n)
 	}
 }
+
+// A seed that finds Git behind the cluster is held for GapGrace instead of being recorded as a Gap at
+// once: the audit change that explains it (here published while the seed is held, as a re-sent batch
+// or a crashed writer's redelivery would be) lands, and the seed then finds Git equal or newer — no
+// Gap. A seed that nothing explains is recorded as a Gap once the grace is over.
+func TestGapHeldForAuditChange(t *testing.T) {
+	js := startJetStream(t)
+	remote := bareRepo(t)
+	cfg := testConfig(t, "file://"+remote)
+	cfg.GapGrace = 3 * time.Second
+	startWriter(t, cfg, js, nil)
+
+	db := mkChange("alice", "create", "configmaps", "team-a", "db", "100", data("size", "1"))
+	web := mkChange("alice", "create", "configmaps", "team-a", "web", "101", data("color", "blue"))
+	publish(t, js, "", db, web)
+	waitRecords(t, js, 2)
+	waitAcked(t, js)
+
+	late := mkSeed("configmaps", "team-a", "db", "130", data("size", "2"))     // its audit change comes late
+	lost := mkSeed("configmaps", "team-a", "web", "140", data("color", "red")) // its audit change never comes
+	publish(t, js, "", late, lost)
+	// While the seeds are held, the late audit change arrives.
+	update := mkChange("bob", "update", "configmaps", "team-a", "db", "130", data("size", "2"))
+	publish(t, js, "", update)
+	recs := waitRecords(t, js, 4) // 2 creates, bob's update, the Gap of web after the grace
+	waitAcked(t, js)
+	byID := recordByID(recs)
+	if _, ok := byID[late.ChangeID]; ok {
+		t.Errorf("the seed explained by bob's update was recorded: %+v", byID[late.ChangeID])
+	}
+	if u, ok := byID[update.ChangeID]; !ok || u.Actor.Username != "bob" {
+		t.Errorf("bob's update: %+v", u)
+	}
+	gap, ok := byID[lost.ChangeID]
+	if !ok || len(gap.Markers) != 1 || gap.Markers[0] != historyv1alpha1.MarkerGap {
+		t.Fatalf("the unexplained seed is not a Gap: %+v", gap)
+	}
+	if len(records(t, js)) != 4 {
+		t.Fatalf("records: %d, want 4", len(records(t, js)))
+	}
+}

@@ -412,6 +412,9 @@ func (w *Writer) process(ctx context.Context, batch []*pending) error {
 	}
 	records := res.records
 	for _, p := range batch {
+		if _, held := res.held[p.ch.ChangeID]; held {
+			continue
+		}
 		if _, fresh := res.ids[p.ch.ChangeID]; fresh || p.control() || res.skipped[p.ch.ChangeID] {
 			continue
 		}
@@ -433,6 +436,15 @@ func (w *Writer) process(ctx context.Context, batch []*pending) error {
 		}
 	}
 	for _, p := range batch {
+		if left, held := res.held[p.ch.ChangeID]; held {
+			klog.V(2).InfoS("Holding a seed that finds Git behind the cluster: its audit change may still come", "destination", w.ref(),
+				"changeID", p.ch.ChangeID, "for", left)
+			_ = p.msg.NakWithDelay(left)
+			for _, d := range p.dups {
+				_ = d.Ack()
+			}
+			continue
+		}
 		_ = p.msg.Ack()
 		for _, d := range p.dups {
 			_ = d.Ack()
@@ -601,6 +613,9 @@ type buildResult struct {
 	// skipped are reconcile changes that found Git already equal to the cluster (or newer): they make
 	// neither a commit nor a record.
 	skipped map[string]bool
+	// held are seeds that would be Gaps, held for the time left of GapGrace: neither committed nor
+	// acked, they are redelivered after that time.
+	held map[string]time.Duration
 }
 
 type actorGroup struct {
@@ -693,7 +708,8 @@ func (w *Writer) build(base plumbing.Hash, batch []*pending, now time.Time) (*bu
 		v, ok := w.state.paths[p]
 		return v, ok
 	}
-	batch, err := w.classifySeeds(batch, read, current)
+	batch, held, err := w.classifySeeds(batch, read, current, now)
+	res.held = held
 	if err != nil {
 		return nil, err
 	}
