@@ -233,30 +233,51 @@ type ClusterResourceChangeList struct {
 	Items []ClusterResourceChange `json:"items"`
 }
 
+// OrphanReason says why a file in Git is an orphan.
+type OrphanReason string
+
+const (
+	// OrphanObjectGone: the file's object no longer exists in the cluster.
+	OrphanObjectGone OrphanReason = "ObjectGone"
+	// OrphanOutOfScope: the object exists but no rule of the destination tracks it any more.
+	OrphanOutOfScope OrphanReason = "OutOfScope"
+)
+
+// MaxOrphansListed bounds RepoStatus status.orphans; status.orphanCount counts them all.
+const MaxOrphansListed = 100
+
 // OrphanFile is a file in Git whose object no longer exists in the cluster or left the tracked scope.
 type OrphanFile struct {
 	// path of the file in the repository.
 	Path string `json:"path"`
 	// reason is why the file is an orphan: ObjectGone or OutOfScope.
-	Reason string `json:"reason"`
+	Reason OrphanReason `json:"reason"`
 }
 
 // +k8s:deepcopy-gen:interfaces=k8s.io/apimachinery/pkg/runtime.Object
 
 // RepoStatus is the state of the Git writer of one GitDestination: the head it pushed, how far behind it
-// is and the last error. It has the same name and namespace as its GitDestination. Read-only.
+// is and the last error. It has the same name and namespace as its GitDestination and goes away with
+// it. Read-only. Its resourceVersion is the revision of the writers' status bucket.
 type RepoStatus struct {
 	metav1.TypeMeta `json:",inline"`
 	// +optional
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
+	// status is the writer's observed state.
+	// +optional
+	Status RepoStatusStatus `json:"status"`
+}
+
+// RepoStatusStatus is the observed state of a GitDestination's writer.
+type RepoStatusStatus struct {
 	// repository is the destination's repository URL, without credentials.
 	// +optional
 	Repository string `json:"repository,omitempty"`
 	// branch the writer pushes to.
 	// +optional
 	Branch string `json:"branch,omitempty"`
-	// headCommit is the SHA of the last commit the writer pushed.
+	// headCommit is the SHA of the branch head as the writer last pushed or read it.
 	// +optional
 	HeadCommit string `json:"headCommit,omitempty"`
 	// lastPushTime is when the writer last pushed successfully.
@@ -265,14 +286,18 @@ type RepoStatus struct {
 	// lastChangeTime is the change time of the newest change committed.
 	// +optional
 	LastChangeTime *metav1.Time `json:"lastChangeTime,omitempty"`
-	// pendingChanges is how many accepted changes wait to be committed.
+	// pendingChanges is how many accepted changes are not in Git yet (queued or being committed).
 	// +optional
 	PendingChanges int64 `json:"pendingChanges"`
+	// oldestPendingTime is when the oldest change not in Git yet was accepted: the writer's lag is now
+	// minus this time. Absent when nothing waits.
+	// +optional
+	OldestPendingTime *metav1.Time `json:"oldestPendingTime,omitempty"`
 	// committedChanges is how many changes the writer committed since the destination was created.
 	// +optional
 	CommittedChanges int64 `json:"committedChanges"`
-	// lastError is the last error the writer met (push refused, authentication failed, ...); cleared by
-	// the next successful push.
+	// lastError is the last error the writer met (push refused, authentication failed, ...), without
+	// credentials; cleared by the next success.
 	// +optional
 	LastError string `json:"lastError,omitempty"`
 	// lastErrorTime is when lastError happened.
@@ -282,12 +307,17 @@ type RepoStatus struct {
 	// +optional
 	Writer string `json:"writer,omitempty"`
 	// orphans are files whose objects no longer exist or left the scope, when the destination's orphan
-	// policy is Report.
+	// policy is Report: at most 100 (MaxOrphansListed), by path.
 	// +optional
 	// +listType=atomic
 	Orphans []OrphanFile `json:"orphans,omitempty"`
-	// conditions: Ready (the last push succeeded and nothing is stuck), Synced (Git equals the cluster for
-	// the tracked scope after the last reconcile).
+	// orphanCount is how many orphans the last orphan check found, listed or not.
+	// +optional
+	OrphanCount int64 `json:"orphanCount"`
+	// conditions: Ready (True while the last push succeeded or, before any push was needed, while the
+	// branch could be read; False with PushFailed, CredentialsMissing, AuthenticationFailed,
+	// RepositoryUnreachable or WriteFailed), Synced (Git equals the cluster for the tracked scope after
+	// the last orphan check).
 	// +optional
 	// +listType=map
 	// +listMapKey=type

@@ -15,6 +15,8 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/plumbing/transport/client"
 	"k8s.io/klog/v2"
+
+	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
 )
 
 // errStale means the remote branch is not where our commits were built: someone else pushed. The
@@ -45,12 +47,12 @@ func (w *Writer) push(ctx context.Context, old, new plumbing.Hash, objects []plu
 	}
 	sess, err := cl.NewReceivePackSession(ep, w.auth)
 	if err != nil {
-		return fmt.Errorf("connecting to %s: %w", RedactedURL(w.cfg.URL), err)
+		return w.readError(fmt.Errorf("connecting to %s: %w", RedactedURL(w.cfg.URL), err))
 	}
 	defer sess.Close()
 	ar, err := sess.AdvertisedReferencesContext(ctx)
 	if err != nil && !errors.Is(err, transport.ErrEmptyRemoteRepository) {
-		return fmt.Errorf("listing %s: %w", RedactedURL(w.cfg.URL), err)
+		return w.readError(fmt.Errorf("listing %s for a push: %w", RedactedURL(w.cfg.URL), err))
 	}
 	remote := plumbing.ZeroHash
 	req := packp.NewReferenceUpdateRequest()
@@ -75,19 +77,45 @@ func (w *Writer) push(ctx context.Context, old, new plumbing.Hash, objects []plu
 	}
 	req.Packfile = io.NopCloser(&pack)
 	rs, err := sess.ReceivePack(ctx, req)
-	if err != nil {
-		return fmt.Errorf("pushing to %s: %w", RedactedURL(w.cfg.URL), err)
+	if rs != nil && rs.UnpackStatus != "" && rs.UnpackStatus != "ok" {
+		return w.pushError(fmt.Errorf("pushing to %s: unpack failed: %s", RedactedURL(w.cfg.URL), rs.UnpackStatus))
 	}
-	if rs != nil {
-		if rs.UnpackStatus != "" && rs.UnpackStatus != "ok" {
-			return fmt.Errorf("pushing to %s: unpack failed: %s", RedactedURL(w.cfg.URL), rs.UnpackStatus)
+	if rs != nil && rs.Error() != nil {
+		// The ref update was refused (go-git returns the report's error as err too). Either a push
+		// elsewhere won the race (the branch moved: fetch and rebuild on it), or the remote refuses our
+		// pushes (a hook, a protected branch): then retrying later is all there is to do.
+		if head, lerr := w.remoteHead(ctx); lerr == nil && head != old {
+			return fmt.Errorf("%w: %v", errStale, rs.Error())
 		}
-		if err := rs.Error(); err != nil {
-			// The ref update was refused: most likely a push elsewhere won the race.
-			return fmt.Errorf("%w: %v", errStale, err)
-		}
+		return w.pushError(fmt.Errorf("the remote refused the push to %s of %s: %v", w.cfg.Branch, RedactedURL(w.cfg.URL), rs.Error()))
+	}
+	if err != nil {
+		return w.pushError(fmt.Errorf("pushing to %s: %w", RedactedURL(w.cfg.URL), err))
 	}
 	return w.setLocalRefs(new)
+}
+
+// pushError classifies a failed push.
+func (w *Writer) pushError(err error) error {
+	return &remoteError{reason: w.transportReason(err, configv1alpha1.ReasonPushFailed), err: err}
+}
+
+// remoteHead lists the remote branch head (zero when the branch does not exist).
+func (w *Writer) remoteHead(ctx context.Context) (plumbing.Hash, error) {
+	remote, err := w.repo.Remote("origin")
+	if err != nil {
+		return plumbing.ZeroHash, err
+	}
+	refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: w.auth})
+	if err != nil && !errors.Is(err, transport.ErrEmptyRemoteRepository) {
+		return plumbing.ZeroHash, err
+	}
+	for _, r := range refs {
+		if r.Name() == w.branchRef() {
+			return r.Hash(), nil
+		}
+	}
+	return plumbing.ZeroHash, nil
 }
 
 // sync finds the remote branch head, fetches it when it is new to us and merges the trailers of the
@@ -99,7 +127,7 @@ func (w *Writer) sync(ctx context.Context) error {
 	}
 	refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: w.auth})
 	if err != nil && !errors.Is(err, transport.ErrEmptyRemoteRepository) {
-		return fmt.Errorf("listing %s: %w", RedactedURL(w.cfg.URL), err)
+		return w.readError(fmt.Errorf("listing %s: %w", RedactedURL(w.cfg.URL), err))
 	}
 	head := plumbing.ZeroHash
 	for _, r := range refs {
@@ -112,7 +140,7 @@ func (w *Writer) sync(ctx context.Context) error {
 			spec := gitconfig.RefSpec(fmt.Sprintf("+%s:%s", w.branchRef(), w.trackingRef()))
 			err := remote.FetchContext(ctx, &git.FetchOptions{RefSpecs: []gitconfig.RefSpec{spec}, Auth: w.auth, Tags: git.NoTags})
 			if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-				return fmt.Errorf("fetching %s: %w", RedactedURL(w.cfg.URL), err)
+				return w.readError(fmt.Errorf("fetching %s: %w", RedactedURL(w.cfg.URL), err))
 			}
 		}
 	}

@@ -229,21 +229,37 @@ func (w *Writer) handleOrphans(ctx context.Context, c *checkPass, now time.Time)
 			return err
 		}
 		klog.InfoS("Pruning orphaned files", "destination", w.ref(), "files", len(due), "pass", c.pass)
-		w.setOrphans(ctx, nil, metav1.ConditionTrue, ReasonOrphansPruned, fmt.Sprintf("pruned %d files whose objects no longer exist or left the scope", len(due)))
+		w.setOrphans(ctx, nil, 0, metav1.ConditionTrue, ReasonOrphansPruned, fmt.Sprintf("pruned %d files whose objects no longer exist or left the scope", len(due)))
 		return nil
 	}
 	if len(due) > 0 {
-		list := make([]historyv1alpha1.OrphanFile, 0, len(due))
-		for _, o := range due {
-			list = append(list, historyv1alpha1.OrphanFile{Path: o.path, Reason: o.reason})
-		}
 		klog.InfoS("Orphaned files found", "destination", w.ref(), "files", len(due), "policy", w.cfg.OrphanPolicy, "pass", c.pass)
-		w.setOrphans(ctx, list, metav1.ConditionFalse, ReasonOrphansFound,
-			fmt.Sprintf("%d files in Git whose objects no longer exist or left the scope; orphanPolicy Report keeps them (listed in orphans)", len(list)))
+		list := orphanList(due)
+		listed := "listed in orphans"
+		if len(list) < len(due) {
+			listed = fmt.Sprintf("the first %d by path listed in orphans", len(list))
+		}
+		w.setOrphans(ctx, list, len(due), metav1.ConditionFalse, ReasonOrphansFound,
+			fmt.Sprintf("%d files in Git whose objects no longer exist or left the scope; orphanPolicy Report keeps them (%s)", len(due), listed))
 		return nil
 	}
-	w.setOrphans(ctx, nil, metav1.ConditionTrue, ReasonInSync, "every file in Git belongs to an object in the tracked scope")
+	w.setOrphans(ctx, nil, 0, metav1.ConditionTrue, ReasonInSync, "every file in Git belongs to an object in the tracked scope")
 	return nil
+}
+
+// orphanList is what RepoStatus lists of the orphans: the first change.MaxOrphans by path, so that a
+// status stays small (a rule narrowed by mistake can orphan thousands of files) and stable between
+// passes.
+func orphanList(due []orphan) []change.RepoOrphan {
+	list := make([]change.RepoOrphan, 0, len(due))
+	for _, o := range due {
+		list = append(list, change.RepoOrphan{Path: o.path, Reason: o.reason})
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].Path < list[j].Path })
+	if len(list) > change.MaxOrphans {
+		list = list[:change.MaxOrphans]
+	}
+	return list
 }
 
 // publishOrphanDeletes turns orphans into ordinary changes on the destination's own subject, so that
@@ -371,10 +387,10 @@ func (w *Writer) files() ([]string, error) {
 	return out, nil
 }
 
-func (w *Writer) setOrphans(ctx context.Context, list []historyv1alpha1.OrphanFile, status metav1.ConditionStatus, reason, msg string) {
+func (w *Writer) setOrphans(ctx context.Context, list []change.RepoOrphan, count int, status metav1.ConditionStatus, reason, msg string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.status.Orphans = list
+	w.status.Orphans, w.status.OrphanCount = list, int64(count)
 	meta.SetStatusCondition(&w.status.Conditions, metav1.Condition{Type: ConditionSynced, Status: status, Reason: reason, Message: msg})
 	w.saveStatus(ctx)
 }

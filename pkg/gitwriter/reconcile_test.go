@@ -57,7 +57,7 @@ func data(kv ...string) map[string]interface{} {
 	return map[string]interface{}{"data": d}
 }
 
-func repoStatus(t *testing.T, w *Writer) historyv1alpha1.RepoStatus {
+func repoStatus(t *testing.T, w *Writer) change.RepoState {
 	t.Helper()
 	kv, err := StatusBucketKV(context.Background(), w.js)
 	if err != nil {
@@ -181,8 +181,11 @@ func TestOrphanCheck(t *testing.T) {
 	// Report: listed, Git untouched.
 	publish(t, js, "", mkCheck("p1", 0, resources, namespaces, excluded, []string{"team-a/core/configmaps/web.yaml"}, []string{"unrelated/x.txt"})...)
 	waitAcked(t, js)
-	var st historyv1alpha1.RepoStatus
+	var st change.RepoState
 	eventually(t, "orphans reported", func() bool { st = repoStatus(t, r.w); return len(st.Orphans) == 4 })
+	if st.OrphanCount != 4 {
+		t.Errorf("orphanCount %d, want 4", st.OrphanCount)
+	}
 	want := map[string]string{
 		"clusters/dev/team-a/core/configmaps/gone.yaml":       OrphanReasonObjectGone,
 		"clusters/dev/team-a/core/configmaps/unlabelled.yaml": OrphanReasonOutOfScope,

@@ -3,25 +3,31 @@ package gitwriter
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"regexp"
+	"slices"
+	"strings"
 
+	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/nats-io/nats.go/jetstream"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
 
+	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
 	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 )
 
 // StatusBucket is the JetStream KV bucket holding one RepoStatus per destination, so that every
 // replica's history API serves the status of writers that run elsewhere.
-const StatusBucket = "KUBEHISTORY_REPOSTATUS"
+const StatusBucket = change.RepoStatusBucket
 
-// Condition types and reasons of RepoStatus written by the writer.
+// Condition types and reasons of RepoStatus written by the writer. Ready's reasons are those of the
+// GitDestination's Ready condition, which the destinations manager copies from here.
 const (
-	ConditionReady    = "Ready"
-	ReasonPushed      = "Pushed"
-	ReasonWaiting     = "WaitingForChanges"
-	ReasonWriteFailed = "WriteFailed"
-	ReasonStarting    = "Starting"
+	ConditionReady = configv1alpha1.ConditionReady
 	// ConditionSynced says whether Git equals the cluster for the tracked scope after the last orphan
 	// check of the reconciler.
 	ConditionSynced     = "Synced"
@@ -29,15 +35,13 @@ const (
 	ReasonOrphansFound  = "OrphansFound"
 	ReasonOrphansPruned = "OrphansPruned"
 	// Reasons of RepoStatus.orphans entries.
-	OrphanReasonObjectGone = "ObjectGone"
-	OrphanReasonOutOfScope = "OutOfScope"
+	OrphanReasonObjectGone = string(historyv1alpha1.OrphanObjectGone)
+	OrphanReasonOutOfScope = string(historyv1alpha1.OrphanOutOfScope)
 	statusDescription      = "kubehistory Git writer status, one key per GitDestination (<namespace>.<name>)"
 )
 
 // StatusKey is the KV key of a destination's RepoStatus.
-func StatusKey(ref change.DestinationRef) string {
-	return ref.Namespace + "." + ref.Name
-}
+func StatusKey(ref change.DestinationRef) string { return ref.RepoStateKey() }
 
 // StatusBucketKV opens (creating it when missing) the RepoStatus bucket.
 func StatusBucketKV(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
@@ -52,10 +56,10 @@ func StatusBucketKV(ctx context.Context, js jetstream.JetStream) (jetstream.KeyV
 	return kv, nil
 }
 
-// ReadRepoStatus returns the RepoStatus of a destination as its writer last stored it. The error
-// wraps jetstream.ErrKeyNotFound when no writer has run for it yet.
-func ReadRepoStatus(ctx context.Context, kv jetstream.KeyValue, ref change.DestinationRef) (historyv1alpha1.RepoStatus, error) {
-	var st historyv1alpha1.RepoStatus
+// ReadRepoStatus returns the state of a destination as its writer last stored it. The error wraps
+// jetstream.ErrKeyNotFound when no writer has run for it yet (or it was deleted).
+func ReadRepoStatus(ctx context.Context, kv jetstream.KeyValue, ref change.DestinationRef) (change.RepoState, error) {
+	var st change.RepoState
 	e, err := kv.Get(ctx, StatusKey(ref))
 	if err != nil {
 		return st, fmt.Errorf("gitwriter: reading status of %s: %w", ref, err)
@@ -63,15 +67,217 @@ func ReadRepoStatus(ctx context.Context, kv jetstream.KeyValue, ref change.Desti
 	if err := json.Unmarshal(e.Value(), &st); err != nil {
 		return st, fmt.Errorf("gitwriter: decoding status of %s: %w", ref, err)
 	}
-	st.Name, st.Namespace = ref.Name, ref.Namespace
 	return st, nil
 }
 
-func writeRepoStatus(ctx context.Context, kv jetstream.KeyValue, ref change.DestinationRef, st *historyv1alpha1.RepoStatus) error {
+// DeleteRepoStatus removes a destination's status (its GitDestination is gone): every replica's index
+// drops the RepoStatus. Deleting a missing key is no error.
+func DeleteRepoStatus(ctx context.Context, kv jetstream.KeyValue, ref change.DestinationRef) error {
+	if err := kv.Delete(ctx, StatusKey(ref)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("gitwriter: deleting status of %s: %w", ref, err)
+	}
+	return nil
+}
+
+// RepoStatusDestinations lists the destinations that have a status in the bucket.
+func RepoStatusDestinations(ctx context.Context, kv jetstream.KeyValue) ([]change.DestinationRef, error) {
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("gitwriter: listing %s: %w", StatusBucket, err)
+	}
+	defer func() { _ = lister.Stop() }()
+	var out []change.DestinationRef
+	for k := range lister.Keys() {
+		if ns, name, ok := strings.Cut(k, "."); ok {
+			out = append(out, change.DestinationRef{Namespace: ns, Name: name})
+		}
+	}
+	return out, nil
+}
+
+func writeRepoStatus(ctx context.Context, kv jetstream.KeyValue, ref change.DestinationRef, st *change.RepoState) error {
 	b, err := json.Marshal(st)
 	if err != nil {
 		return err
 	}
 	_, err = kv.Put(ctx, StatusKey(ref), b)
 	return err
+}
+
+// OnStatus sets a function called with a copy of the status every time the writer stores it; it must
+// not block (the destinations manager hands it to the goroutine that writes the GitDestination's
+// status). Call before Run.
+func (w *Writer) OnStatus(fn func(change.RepoState)) { w.onStatus = fn }
+
+// CloneRepoState copies a state so that the copy shares no slice with it.
+func CloneRepoState(st change.RepoState) change.RepoState {
+	st.Orphans = slices.Clone(st.Orphans)
+	st.Conditions = slices.Clone(st.Conditions)
+	return st
+}
+
+// loadStatus starts from the status the destination's previous writer stored (counters, orphans, the
+// last push). Its Ready condition and head hold only for the same repository and branch.
+func (w *Writer) loadStatus(ctx context.Context) {
+	if prev, err := ReadRepoStatus(ctx, w.kv, w.cfg.Destination); err == nil {
+		w.status = prev
+	}
+	repo := RedactedURL(w.cfg.URL)
+	if w.status.Repository != repo || w.status.Branch != w.cfg.Branch {
+		meta.RemoveStatusCondition(&w.status.Conditions, ConditionReady)
+		w.status.HeadCommit, w.status.LastPushTime, w.status.LastError, w.status.LastErrorTime = "", nil, "", nil
+	}
+	w.status.Repository, w.status.Branch, w.status.Writer = repo, w.cfg.Branch, w.cfg.Identity
+}
+
+// remoteError is an error of the writer's exchange with the remote, with the Ready reason it stands for.
+type remoteError struct {
+	reason string
+	err    error
+}
+
+func (e *remoteError) Error() string { return e.err.Error() }
+func (e *remoteError) Unwrap() error { return e.err }
+
+// readError classifies a failure to list or fetch the remote branch.
+func (w *Writer) readError(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &remoteError{reason: w.transportReason(err, configv1alpha1.ReasonRepositoryUnreachable), err: err}
+}
+
+// transportReason tells authentication failures from the rest, which get fallback.
+func (w *Writer) transportReason(err error, fallback string) string {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, transport.ErrAuthenticationRequired):
+		if c := w.cfg.Credentials; c.Username == "" && c.Password == "" && c.Token == "" && len(c.SSHPrivateKey) == 0 {
+			return configv1alpha1.ReasonCredentialsMissing
+		}
+		return configv1alpha1.ReasonAuthenticationFailed
+	case errors.Is(err, transport.ErrAuthorizationFailed),
+		strings.Contains(msg, "unable to authenticate"),
+		strings.Contains(msg, "refused by known_hosts"):
+		return configv1alpha1.ReasonAuthenticationFailed
+	case errors.Is(err, transport.ErrRepositoryNotFound):
+		return configv1alpha1.ReasonRepositoryUnreachable
+	}
+	return fallback
+}
+
+// failureReason is the Ready reason of a failed attempt: what the remote said, else WriteFailed (the
+// records could not be published, the clone cache failed, ...).
+func failureReason(err error) string {
+	var re *remoteError
+	if errors.As(err, &re) {
+		return re.reason
+	}
+	if errors.Is(err, errStale) {
+		return configv1alpha1.ReasonPushFailed // the branch kept moving under every retry
+	}
+	return configv1alpha1.ReasonWriteFailed
+}
+
+var userinfoInURL = regexp.MustCompile(`(://)[^/@\s]+@`)
+
+// redact strips credentials from an error message before it is stored or shown: user information in
+// URLs, and the password or token of the destination should a transport quote them.
+func (w *Writer) redact(msg string) string {
+	msg = userinfoInURL.ReplaceAllString(msg, "$1")
+	for _, s := range []string{w.cfg.Credentials.Password, w.cfg.Credentials.Token} {
+		if len(s) >= 4 {
+			msg = strings.ReplaceAll(msg, s, "[redacted]")
+		}
+	}
+	return msg
+}
+
+// pending is how many changes wait (undelivered, plus inFlight being worked on) and when the oldest
+// of them was accepted: the first unacknowledged message after the consumer's ack floor.
+func (w *Writer) pending(ctx context.Context, inFlight int) (int64, *metav1.Time) {
+	info, err := w.cons.Info(ctx)
+	if err != nil {
+		return int64(inFlight), w.status.OldestPendingTime
+	}
+	n := int64(info.NumPending) + int64(inFlight)
+	if n == 0 {
+		return 0, nil
+	}
+	if w.changes == nil {
+		if w.changes, err = w.js.Stream(ctx, change.ChangesStream); err != nil {
+			return n, w.status.OldestPendingTime
+		}
+	}
+	msg, err := w.changes.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(w.cfg.Destination.ChangesSubject()))
+	if err != nil {
+		return n, w.status.OldestPendingTime
+	}
+	t := metav1.NewTime(msg.Time)
+	return n, &t
+}
+
+// succeeded records a batch done (or, with no records, a sync of the remote branch that worked). Ready
+// becomes True when it pushed; without a push it becomes True only when nothing waits, so that a
+// writer whose pushes fail does not look ready between two attempts.
+func (w *Writer) succeeded(ctx context.Context, records []change.Record, committed int, pushed bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := metav1.Now()
+	if !w.head.IsZero() {
+		w.status.HeadCommit = w.head.String()
+	}
+	if pushed {
+		w.status.LastPushTime = &now
+	}
+	w.status.CommittedChanges += int64(committed)
+	for _, r := range records {
+		if t := r.ChangeTime.Time; w.status.LastChangeTime == nil || t.After(w.status.LastChangeTime.Time) {
+			lt := metav1.NewTime(t)
+			w.status.LastChangeTime = &lt
+		}
+	}
+	w.status.PendingChanges, w.status.OldestPendingTime = w.pending(ctx, 0)
+	ready := meta.IsStatusConditionTrue(w.status.Conditions, ConditionReady)
+	switch {
+	case pushed:
+		w.setReady(metav1.ConditionTrue, configv1alpha1.ReasonPushed, fmt.Sprintf("pushed %d changes to %s", committed, w.cfg.Branch))
+	case !ready && w.status.PendingChanges == 0:
+		head := "empty"
+		if !w.head.IsZero() {
+			head = "at " + w.head.String()
+		}
+		w.setReady(metav1.ConditionTrue, configv1alpha1.ReasonRepositoryReachable,
+			fmt.Sprintf("read branch %s (%s); nothing to push", w.cfg.Branch, head))
+	}
+	if meta.IsStatusConditionTrue(w.status.Conditions, ConditionReady) {
+		w.status.LastError, w.status.LastErrorTime = "", nil
+	}
+	w.saveStatus(ctx)
+}
+
+// failed records a failed attempt: Ready False with what the remote said.
+func (w *Writer) failed(ctx context.Context, err error, inFlight int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	now := metav1.Now()
+	msg := w.redact(err.Error())
+	w.status.LastError, w.status.LastErrorTime = msg, &now
+	w.status.PendingChanges, w.status.OldestPendingTime = w.pending(ctx, inFlight)
+	w.setReady(metav1.ConditionFalse, failureReason(err), msg)
+	w.saveStatus(ctx)
+}
+
+func (w *Writer) setReady(status metav1.ConditionStatus, reason, msg string) {
+	meta.SetStatusCondition(&w.status.Conditions, metav1.Condition{Type: ConditionReady, Status: status, Reason: reason, Message: msg})
+}
+
+// saveStatus stores the status (w.mu held).
+func (w *Writer) saveStatus(ctx context.Context) {
+	if err := writeRepoStatus(ctx, w.kv, w.cfg.Destination, &w.status); err != nil {
+		klog.ErrorS(err, "Storing RepoStatus failed", "destination", w.ref())
+	}
+	if w.onStatus != nil {
+		w.onStatus(CloneRepoState(w.status))
+	}
 }

@@ -34,7 +34,6 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage"
 	"github.com/nats-io/nats.go/jetstream"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
 
@@ -64,8 +63,10 @@ type Writer struct {
 	checks      *checkPass           // the orphan check being gathered, chunk by chunk
 	orphanSince map[string]time.Time // when each current orphan was first seen, for the grace period
 
-	mu     sync.Mutex // guards status
-	status historyv1alpha1.RepoStatus
+	mu       sync.Mutex // guards status
+	status   change.RepoState
+	onStatus func(change.RepoState)
+	changes  jetstream.Stream // KUBEHISTORY_CHANGES, to date the oldest pending change
 }
 
 // crashError is a failure the writer must not handle as a retryable error (the test hook).
@@ -183,11 +184,7 @@ func (w *Writer) open(ctx context.Context) error {
 	if w.kv, err = StatusBucketKV(ctx, w.js); err != nil {
 		return err
 	}
-	if prev, err := ReadRepoStatus(ctx, w.kv, w.cfg.Destination); err == nil {
-		w.status = prev
-	}
-	w.status.Name, w.status.Namespace = w.cfg.Destination.Name, w.cfg.Destination.Namespace
-	w.status.Repository, w.status.Branch, w.status.Writer = RedactedURL(w.cfg.URL), w.cfg.Branch, w.cfg.Identity
+	w.loadStatus(ctx)
 	w.cons, err = w.js.CreateOrUpdateConsumer(ctx, change.ChangesStream, jetstream.ConsumerConfig{
 		Durable:       ConsumerName(w.cfg.Destination),
 		Description:   "kubehistory Git writer of " + w.ref(),
@@ -1004,55 +1001,4 @@ func (w *Writer) publish(ctx context.Context, records []change.Record) error {
 		}
 	}
 	return nil
-}
-
-func (w *Writer) pendingCount(ctx context.Context, inFlight int) int64 {
-	info, err := w.cons.Info(ctx)
-	if err != nil {
-		return int64(inFlight)
-	}
-	return int64(info.NumPending) + int64(inFlight)
-}
-
-func (w *Writer) succeeded(ctx context.Context, records []change.Record, committed int, pushed bool) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	now := metav1.Now()
-	if !w.head.IsZero() {
-		w.status.HeadCommit = w.head.String()
-	}
-	if pushed {
-		w.status.LastPushTime = &now
-	}
-	w.status.CommittedChanges += int64(committed)
-	for _, r := range records {
-		if t := r.ChangeTime.Time; w.status.LastChangeTime == nil || t.After(w.status.LastChangeTime.Time) {
-			lt := metav1.NewTime(t)
-			w.status.LastChangeTime = &lt
-		}
-	}
-	w.status.LastError, w.status.LastErrorTime = "", nil
-	w.status.PendingChanges = w.pendingCount(ctx, 0)
-	reason, msg := ReasonWaiting, "up to date with the remote branch"
-	if pushed {
-		reason, msg = ReasonPushed, fmt.Sprintf("pushed %d changes", committed)
-	}
-	meta.SetStatusCondition(&w.status.Conditions, metav1.Condition{Type: ConditionReady, Status: metav1.ConditionTrue, Reason: reason, Message: msg})
-	w.saveStatus(ctx)
-}
-
-func (w *Writer) failed(ctx context.Context, err error, inFlight int) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	now := metav1.Now()
-	w.status.LastError, w.status.LastErrorTime = err.Error(), &now
-	w.status.PendingChanges = w.pendingCount(ctx, inFlight)
-	meta.SetStatusCondition(&w.status.Conditions, metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse, Reason: ReasonWriteFailed, Message: err.Error()})
-	w.saveStatus(ctx)
-}
-
-func (w *Writer) saveStatus(ctx context.Context) {
-	if err := writeRepoStatus(ctx, w.kv, w.cfg.Destination, &w.status); err != nil {
-		klog.ErrorS(err, "Storing RepoStatus failed", "destination", w.ref())
-	}
 }

@@ -108,7 +108,8 @@ func TestActorsDeleteAndSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	if st.HeadCommit != gitCLI(t, co, "rev-parse", "HEAD") || st.CommittedChanges != 5 || st.LastError != "" || st.LastPushTime == nil ||
-		st.Writer != "test-replica" || st.Name != dest.Name || len(st.Conditions) != 1 || st.Conditions[0].Status != "True" {
+		st.Writer != "test-replica" || st.Repository != r.w.cfg.URL || len(st.Conditions) != 1 || st.Conditions[0].Status != "True" ||
+		st.Conditions[0].Reason != "Pushed" || st.PendingChanges != 0 || st.OldestPendingTime != nil {
 		t.Fatalf("status %+v", st)
 	}
 }

@@ -17,7 +17,6 @@ import (
 	bolt "go.etcd.io/bbolt"
 	"k8s.io/klog/v2"
 
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 )
 
@@ -70,6 +69,9 @@ type Index struct {
 
 	// recent keeps the newest entries decoded (recent.go).
 	recent *recentCache
+
+	// repos feeds RepoStatus watchers (repostatus.go).
+	repos *repoFeed
 
 	// read counts the entries lists have read since their pages were last dropped from the process
 	// (releaseReadPages).
@@ -143,6 +145,12 @@ func openWithTimeout(path string, timeout time.Duration) (*Index, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("reading index %s: %w", path, err)
 	}
+	repoRev, err := x.repoStatusRev()
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("reading index %s: %w", path, err)
+	}
+	x.repos = newRepoFeed(repoRev)
 	x.recent.advance(last)
 	return x, nil
 }
@@ -572,56 +580,4 @@ func (x *Index) scan(tx *bolt.Tx, opts ListOptions, maxSeq uint64) func() (uint6
 		k = nil
 		return 0, nil, false
 	}
-}
-
-// PutRepoStatus stores the latest RepoStatus of a destination.
-func (x *Index) PutRepoStatus(rs *historyv1alpha1.RepoStatus) error {
-	data, err := json.Marshal(rs)
-	if err != nil {
-		return err
-	}
-	return x.db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketRepos).Put([]byte(rs.Namespace+"/"+rs.Name), data)
-	})
-}
-
-// GetRepoStatus returns the RepoStatus of a destination, or found=false.
-func (x *Index) GetRepoStatus(namespace, name string) (*historyv1alpha1.RepoStatus, bool, error) {
-	var rs *historyv1alpha1.RepoStatus
-	err := x.db.View(func(tx *bolt.Tx) error {
-		data := tx.Bucket(bucketRepos).Get([]byte(namespace + "/" + name))
-		if data == nil {
-			return nil
-		}
-		rs = &historyv1alpha1.RepoStatus{}
-		return json.Unmarshal(data, rs)
-	})
-	return rs, rs != nil, err
-}
-
-// ListRepoStatuses returns the RepoStatuses of a namespace (all namespaces when empty), by name.
-func (x *Index) ListRepoStatuses(namespace string) ([]historyv1alpha1.RepoStatus, error) {
-	var out []historyv1alpha1.RepoStatus
-	err := x.db.View(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketRepos).Cursor()
-		prefix := []byte(namespace + "/")
-		var k, v []byte
-		if namespace == "" {
-			k, v = c.First()
-		} else {
-			k, v = c.Seek(prefix)
-		}
-		for ; k != nil; k, v = c.Next() {
-			if namespace != "" && (len(k) < len(prefix) || string(k[:len(prefix)]) != string(prefix)) {
-				break
-			}
-			var rs historyv1alpha1.RepoStatus
-			if err := json.Unmarshal(v, &rs); err != nil {
-				return err
-			}
-			out = append(out, rs)
-		}
-		return nil
-	})
-	return out, err
 }

@@ -97,26 +97,6 @@ func TestAddIsIdempotentAndListsInOrder(t *testing.T) {
 	}
 }
 
-func TestRepoStatuses(t *testing.T) {
-	x, err := Open(filepath.Join(t.TempDir(), "index.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer x.Close()
-	for _, ns := range []string{"a", "ab", "b"} {
-		if err := x.PutRepoStatus(&historyv1alpha1.RepoStatus{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "main"}, Branch: ns}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	got, err := x.ListRepoStatuses("a")
-	if err != nil || len(got) != 1 || got[0].Branch != "a" {
-		t.Errorf("ListRepoStatuses(a) = %+v, %v", got, err)
-	}
-	if all, _ := x.ListRepoStatuses(""); len(all) != 3 {
-		t.Errorf("ListRepoStatuses() = %d items", len(all))
-	}
-}
-
 func TestSnapshotAndCompact(t *testing.T) {
 	x, err := Open(filepath.Join(t.TempDir(), "index.db"))
 	if err != nil {

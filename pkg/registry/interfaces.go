@@ -5,7 +5,6 @@ import (
 
 	"k8s.io/apiserver/pkg/authentication/user"
 
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/index"
 )
@@ -27,8 +26,13 @@ type ChangeAccess interface {
 
 // RepoStatusReader is what the repostatuses resource needs from the index.
 type RepoStatusReader interface {
-	GetRepoStatus(namespace, name string) (*historyv1alpha1.RepoStatus, bool, error)
-	ListRepoStatuses(namespace string) ([]historyv1alpha1.RepoStatus, error)
+	GetRepoStatus(namespace, name string) (*index.RepoStatusEntry, bool, error)
+	// ListRepoStatuses returns the statuses and the revision they are current at.
+	ListRepoStatuses(namespace string) ([]index.RepoStatusEntry, uint64, error)
+	// WatchRepoStatuses delivers the status events from now on (watch).
+	WatchRepoStatuses(buffer int) *index.RepoStatusWatch
+	// WatchRepoStatusesAfter also returns the kept events after rev (a watch resuming).
+	WatchRepoStatusesAfter(rev uint64, buffer int) (*index.RepoStatusWatch, []index.RepoStatusEvent, error)
 }
 
 var (

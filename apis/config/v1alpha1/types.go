@@ -14,9 +14,28 @@ const (
 	ReasonDestinationMissing  = "DestinationMissing"
 	ReasonAccessDenied        = "AccessDenied"
 	ReasonInvalidSpec         = "InvalidSpec"
-	ReasonCredentialsMissing  = "CredentialsMissing"
+	// Reasons of a GitDestination's Ready condition, set by the replica holding its writer lease.
+	//
+	// ReasonPushed (True): the writer's last push succeeded.
+	ReasonPushed = "Pushed"
+	// ReasonRepositoryReachable (True): no push was needed since the writer started, and it read the
+	// branch from the remote with its credentials (write access is proven by the first push).
 	ReasonRepositoryReachable = "RepositoryReachable"
-	ReasonPushFailed          = "PushFailed"
+	// ReasonCredentialsMissing (False): the credentials Secret does not exist, or the remote asks for
+	// credentials and the destination has none.
+	ReasonCredentialsMissing = "CredentialsMissing"
+	// ReasonAuthenticationFailed (False): the remote refused the credentials (or, over SSH, the writer
+	// refused the host key).
+	ReasonAuthenticationFailed = "AuthenticationFailed"
+	// ReasonRepositoryUnreachable (False): the writer could not list or fetch the repository (DNS,
+	// connection, TLS, repository not found).
+	ReasonRepositoryUnreachable = "RepositoryUnreachable"
+	// ReasonPushFailed (False): the remote refused the push (a hook, a protected or read-only
+	// repository) or the push broke off.
+	ReasonPushFailed = "PushFailed"
+	// ReasonWriteFailed (False): the writer failed after or beside Git (publishing the records,
+	// its local clone).
+	ReasonWriteFailed = "WriteFailed"
 	// ReasonURLSchemeNotAllowed: the GitDestination's URL uses a scheme the server does not allow (http
 	// and file only behind the operator's --allowed-url-schemes).
 	ReasonURLSchemeNotAllowed = "URLSchemeNotAllowed"
@@ -319,13 +338,33 @@ type Encryption struct {
 	AgeRecipients []string `json:"ageRecipients"`
 }
 
-// GitDestinationStatus is the observed state of a GitDestination.
+// GitDestinationStatus is the observed state of a GitDestination. Only the replica holding the
+// destination's writer lease writes it.
 type GitDestinationStatus struct {
-	// observedGeneration is the generation the reconciler last acted on.
+	// observedGeneration is the generation of the spec the writer runs with (or found invalid).
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
-	// conditions: Ready, with reasons such as CredentialsMissing or PushFailed. The writer's progress is
-	// in the RepoStatus of the same name.
+	// writer is the kubehistory replica holding the writer lease, which wrote this status.
+	// +optional
+	Writer string `json:"writer,omitempty"`
+	// headCommit is the SHA of the branch head as the writer last pushed or read it.
+	// +optional
+	HeadCommit string `json:"headCommit,omitempty"`
+	// lastPushTime is when the writer last pushed successfully.
+	// +optional
+	LastPushTime *metav1.Time `json:"lastPushTime,omitempty"`
+	// pendingChanges is how many accepted changes are not in Git yet (queued or being committed).
+	// +optional
+	PendingChanges int64 `json:"pendingChanges"`
+	// oldestPendingTime is when the oldest change not in Git yet was accepted: the writer's lag is now
+	// minus this time. Absent when nothing waits.
+	// +optional
+	OldestPendingTime *metav1.Time `json:"oldestPendingTime,omitempty"`
+	// conditions: Ready is True while the writer's last push succeeded (reason Pushed) or, before it had
+	// anything to push, while it could read the branch (RepositoryReachable); False with reason
+	// PushFailed, CredentialsMissing, AuthenticationFailed, RepositoryUnreachable, WriteFailed,
+	// InvalidSpec, URLSchemeNotAllowed, CredentialsNotOptedIn or AccessDenied and the error (without
+	// credentials) as message. More detail is in the RepoStatus of the same name.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -341,7 +380,11 @@ type GitDestinationStatus struct {
 // +kubebuilder:printcolumn:name="Branch",type=string,JSONPath=`.spec.branch`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
+// +kubebuilder:printcolumn:name="Pending",type=integer,JSONPath=`.status.pendingChanges`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:printcolumn:name="Head",type=string,JSONPath=`.status.headCommit`,priority=1
+// +kubebuilder:printcolumn:name="Last Push",type=date,JSONPath=`.status.lastPushTime`,priority=1
+// +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
 
 // GitDestination is a Git repository and branch that receives the tracked changes of WatchRules and
 // ClusterWatchRules that name it.

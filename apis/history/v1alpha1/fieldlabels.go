@@ -16,8 +16,9 @@ var ChangeFieldLabels = []string{
 	"git.destination",
 }
 
-// RepoStatusFieldLabels are the field selectors RepoStatus supports beside metadata.name/namespace.
-var RepoStatusFieldLabels = []string{"branch", "headCommit"}
+// RepoStatusFieldLabels are the field selectors RepoStatus supports beside metadata.name/namespace;
+// pkg/registry/history/repostatus matches them on list and watch.
+var RepoStatusFieldLabels = []string{"status.repository", "status.branch", "status.headCommit", "status.writer"}
 
 func addFieldLabelConversions(scheme *runtime.Scheme) error {
 	for _, kind := range []string{"ResourceChange", "ClusterResourceChange"} {

@@ -30,10 +30,12 @@ import (
 //   bool diffTruncated = 11; repeated markers = 12 }
 // message ResourceChange, ClusterResourceChange { ObjectMeta metadata = 1; Change change = 2 }
 // message OrphanFile { path = 1; reason = 2 }
-// message RepoStatus { ObjectMeta metadata = 1; repository = 2; branch = 3; headCommit = 4;
-//   Time lastPushTime = 5; Time lastChangeTime = 6; int64 pendingChanges = 7;
-//   int64 committedChanges = 8; lastError = 9; Time lastErrorTime = 10; writer = 11;
-//   repeated OrphanFile orphans = 12; repeated Condition conditions = 13 }
+// message RepoStatus { ObjectMeta metadata = 1; RepoStatusStatus status = 14;
+//   reserved 2 to 13 (the fields of the first, flat RepoStatus, now under status) }
+// message RepoStatusStatus { repository = 1; branch = 2; headCommit = 3; Time lastPushTime = 4;
+//   Time lastChangeTime = 5; int64 pendingChanges = 6; int64 committedChanges = 7; lastError = 8;
+//   Time lastErrorTime = 9; writer = 10; repeated OrphanFile orphans = 11;
+//   repeated Condition conditions = 12; int64 orphanCount = 13; Time oldestPendingTime = 14 }
 // message *List { ListMeta metadata = 1; repeated items = 2 }
 // (unnamed types are strings)
 
@@ -616,7 +618,7 @@ func (*ClusterResourceChangeList) ProtoMessage() {}
 
 func (m *OrphanFile) appendProto(b []byte) []byte {
 	b = pbString(b, 1, m.Path)
-	return pbString(b, 2, m.Reason)
+	return pbString(b, 2, string(m.Reason))
 }
 
 func (m *OrphanFile) unmarshalProto(data []byte) error {
@@ -630,7 +632,7 @@ func (m *OrphanFile) unmarshalProto(data []byte) error {
 		if n == 1 {
 			m.Path = string(v)
 		} else {
-			m.Reason = string(v)
+			m.Reason = OrphanReason(v)
 		}
 		return nil
 	})
@@ -642,33 +644,48 @@ func (m *RepoStatus) Marshal() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	b = pbString(b, 2, m.Repository)
-	b = pbString(b, 3, m.Branch)
-	b = pbString(b, 4, m.HeadCommit)
+	st, err := m.Status.appendProto(nil)
+	if err != nil {
+		return nil, err
+	}
+	return pbMessage(b, 14, st), nil
+}
+
+func (m *RepoStatusStatus) appendProto(b []byte) ([]byte, error) {
+	var err error
+	b = pbString(b, 1, m.Repository)
+	b = pbString(b, 2, m.Branch)
+	b = pbString(b, 3, m.HeadCommit)
 	for _, t := range []struct {
 		n protowire.Number
 		t *metav1.Time
-	}{{5, m.LastPushTime}, {6, m.LastChangeTime}} {
+	}{{4, m.LastPushTime}, {5, m.LastChangeTime}} {
 		if t.t != nil {
 			if b, err = pbNested(b, t.n, t.t); err != nil {
 				return nil, err
 			}
 		}
 	}
-	b = pbVarint(b, 7, uint64(m.PendingChanges))
-	b = pbVarint(b, 8, uint64(m.CommittedChanges))
-	b = pbString(b, 9, m.LastError)
+	b = pbVarint(b, 6, uint64(m.PendingChanges))
+	b = pbVarint(b, 7, uint64(m.CommittedChanges))
+	b = pbString(b, 8, m.LastError)
 	if m.LastErrorTime != nil {
-		if b, err = pbNested(b, 10, m.LastErrorTime); err != nil {
+		if b, err = pbNested(b, 9, m.LastErrorTime); err != nil {
 			return nil, err
 		}
 	}
-	b = pbString(b, 11, m.Writer)
+	b = pbString(b, 10, m.Writer)
 	for i := range m.Orphans {
-		b = pbMessage(b, 12, m.Orphans[i].appendProto(nil))
+		b = pbMessage(b, 11, m.Orphans[i].appendProto(nil))
 	}
 	for i := range m.Conditions {
-		if b, err = pbNested(b, 13, &m.Conditions[i]); err != nil {
+		if b, err = pbNested(b, 12, &m.Conditions[i]); err != nil {
+			return nil, err
+		}
+	}
+	b = pbVarint(b, 13, uint64(m.OrphanCount))
+	if m.OldestPendingTime != nil {
+		if b, err = pbNested(b, 14, m.OldestPendingTime); err != nil {
 			return nil, err
 		}
 	}
@@ -677,18 +694,37 @@ func (m *RepoStatus) Marshal() ([]byte, error) {
 
 // Unmarshal implements the protobuf unmarshalling of the apimachinery protobuf serializer.
 func (m *RepoStatus) Unmarshal(data []byte) error {
+	return pbFields(data, func(n protowire.Number, typ protowire.Type, v []byte, _ uint64) error {
+		if n != 1 && n != 14 {
+			return nil // 2 to 13: the flat fields of the first RepoStatus, no longer read
+		}
+		if err := want(typ, protowire.BytesType); err != nil {
+			return err
+		}
+		if n == 1 {
+			return m.ObjectMeta.Unmarshal(v)
+		}
+		return m.Status.unmarshalProto(v)
+	})
+}
+
+func (m *RepoStatusStatus) unmarshalProto(data []byte) error {
 	return pbFields(data, func(n protowire.Number, typ protowire.Type, v []byte, x uint64) error {
-		if n < 1 || n > 13 {
+		if n < 1 || n > 14 {
 			return nil
 		}
-		if n == 7 || n == 8 {
+		switch n {
+		case 6, 7, 13:
 			if err := want(typ, protowire.VarintType); err != nil {
 				return err
 			}
-			if n == 7 {
+			switch n {
+			case 6:
 				m.PendingChanges = int64(x)
-			} else {
+			case 7:
 				m.CommittedChanges = int64(x)
+			default:
+				m.OrphanCount = int64(x)
 			}
 			return nil
 		}
@@ -697,32 +733,33 @@ func (m *RepoStatus) Unmarshal(data []byte) error {
 		}
 		switch n {
 		case 1:
-			return m.ObjectMeta.Unmarshal(v)
-		case 2:
 			m.Repository = string(v)
-		case 3:
+		case 2:
 			m.Branch = string(v)
-		case 4:
+		case 3:
 			m.HeadCommit = string(v)
-		case 5:
+		case 4:
 			m.LastPushTime = &metav1.Time{}
 			return m.LastPushTime.Unmarshal(v)
-		case 6:
+		case 5:
 			m.LastChangeTime = &metav1.Time{}
 			return m.LastChangeTime.Unmarshal(v)
-		case 9:
+		case 8:
 			m.LastError = string(v)
-		case 10:
+		case 9:
 			m.LastErrorTime = &metav1.Time{}
 			return m.LastErrorTime.Unmarshal(v)
-		case 11:
+		case 10:
 			m.Writer = string(v)
-		case 12:
+		case 11:
 			m.Orphans = append(m.Orphans, OrphanFile{})
 			return m.Orphans[len(m.Orphans)-1].unmarshalProto(v)
-		case 13:
+		case 12:
 			m.Conditions = append(m.Conditions, metav1.Condition{})
 			return m.Conditions[len(m.Conditions)-1].Unmarshal(v)
+		case 14:
+			m.OldestPendingTime = &metav1.Time{}
+			return m.OldestPendingTime.Unmarshal(v)
 		}
 		return nil
 	})

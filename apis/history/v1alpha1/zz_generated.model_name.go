@@ -62,6 +62,11 @@ func (in RepoStatusList) OpenAPIModelName() string {
 }
 
 // OpenAPIModelName returns the OpenAPI model name for this type.
+func (in RepoStatusStatus) OpenAPIModelName() string {
+	return "io.kubehistory.history.v1alpha1.RepoStatusStatus"
+}
+
+// OpenAPIModelName returns the OpenAPI model name for this type.
 func (in ResourceChange) OpenAPIModelName() string {
 	return "io.kubehistory.history.v1alpha1.ResourceChange"
 }

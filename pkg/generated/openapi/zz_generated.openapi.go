@@ -33,6 +33,7 @@ func GetOpenAPIDefinitions(ref common.ReferenceCallback) map[string]common.OpenA
 		v1alpha1.OrphanFile{}.OpenAPIModelName():                schema_kubehistory_apis_history_v1alpha1_OrphanFile(ref),
 		v1alpha1.RepoStatus{}.OpenAPIModelName():                schema_kubehistory_apis_history_v1alpha1_RepoStatus(ref),
 		v1alpha1.RepoStatusList{}.OpenAPIModelName():            schema_kubehistory_apis_history_v1alpha1_RepoStatusList(ref),
+		v1alpha1.RepoStatusStatus{}.OpenAPIModelName():          schema_kubehistory_apis_history_v1alpha1_RepoStatusStatus(ref),
 		v1alpha1.ResourceChange{}.OpenAPIModelName():            schema_kubehistory_apis_history_v1alpha1_ResourceChange(ref),
 		v1alpha1.ResourceChangeList{}.OpenAPIModelName():        schema_kubehistory_apis_history_v1alpha1_ResourceChangeList(ref),
 		resource.Quantity{}.OpenAPIModelName():                  schema_apimachinery_pkg_api_resource_Quantity(ref),
@@ -697,7 +698,7 @@ func schema_kubehistory_apis_history_v1alpha1_RepoStatus(ref common.ReferenceCal
 	return common.OpenAPIDefinition{
 		Schema: spec.Schema{
 			SchemaProps: spec.SchemaProps{
-				Description: "RepoStatus is the state of the Git writer of one GitDestination: the head it pushed, how far behind it is and the last error. It has the same name and namespace as its GitDestination. Read-only.",
+				Description: "RepoStatus is the state of the Git writer of one GitDestination: the head it pushed, how far behind it is and the last error. It has the same name and namespace as its GitDestination and goes away with it. Read-only. Its resourceVersion is the revision of the writers' status bucket.",
 				Type:        []string{"object"},
 				Properties: map[string]spec.Schema{
 					"kind": {
@@ -720,121 +721,18 @@ func schema_kubehistory_apis_history_v1alpha1_RepoStatus(ref common.ReferenceCal
 							Ref:     ref(v1.ObjectMeta{}.OpenAPIModelName()),
 						},
 					},
-					"repository": {
+					"status": {
 						SchemaProps: spec.SchemaProps{
-							Description: "repository is the destination's repository URL, without credentials.",
-							Type:        []string{"string"},
-							Format:      "",
-						},
-					},
-					"branch": {
-						SchemaProps: spec.SchemaProps{
-							Description: "branch the writer pushes to.",
-							Type:        []string{"string"},
-							Format:      "",
-						},
-					},
-					"headCommit": {
-						SchemaProps: spec.SchemaProps{
-							Description: "headCommit is the SHA of the last commit the writer pushed.",
-							Type:        []string{"string"},
-							Format:      "",
-						},
-					},
-					"lastPushTime": {
-						SchemaProps: spec.SchemaProps{
-							Description: "lastPushTime is when the writer last pushed successfully.",
-							Ref:         ref(v1.Time{}.OpenAPIModelName()),
-						},
-					},
-					"lastChangeTime": {
-						SchemaProps: spec.SchemaProps{
-							Description: "lastChangeTime is the change time of the newest change committed.",
-							Ref:         ref(v1.Time{}.OpenAPIModelName()),
-						},
-					},
-					"pendingChanges": {
-						SchemaProps: spec.SchemaProps{
-							Description: "pendingChanges is how many accepted changes wait to be committed.",
-							Default:     0,
-							Type:        []string{"integer"},
-							Format:      "int64",
-						},
-					},
-					"committedChanges": {
-						SchemaProps: spec.SchemaProps{
-							Description: "committedChanges is how many changes the writer committed since the destination was created.",
-							Default:     0,
-							Type:        []string{"integer"},
-							Format:      "int64",
-						},
-					},
-					"lastError": {
-						SchemaProps: spec.SchemaProps{
-							Description: "lastError is the last error the writer met (push refused, authentication failed, ...); cleared by the next successful push.",
-							Type:        []string{"string"},
-							Format:      "",
-						},
-					},
-					"lastErrorTime": {
-						SchemaProps: spec.SchemaProps{
-							Description: "lastErrorTime is when lastError happened.",
-							Ref:         ref(v1.Time{}.OpenAPIModelName()),
-						},
-					},
-					"writer": {
-						SchemaProps: spec.SchemaProps{
-							Description: "writer is the replica that holds the writer lease for this destination.",
-							Type:        []string{"string"},
-							Format:      "",
-						},
-					},
-					"orphans": {
-						VendorExtensible: spec.VendorExtensible{
-							Extensions: spec.Extensions{
-								"x-kubernetes-list-type": "atomic",
-							},
-						},
-						SchemaProps: spec.SchemaProps{
-							Description: "orphans are files whose objects no longer exist or left the scope, when the destination's orphan policy is Report.",
-							Type:        []string{"array"},
-							Items: &spec.SchemaOrArray{
-								Schema: &spec.Schema{
-									SchemaProps: spec.SchemaProps{
-										Default: map[string]interface{}{},
-										Ref:     ref(v1alpha1.OrphanFile{}.OpenAPIModelName()),
-									},
-								},
-							},
-						},
-					},
-					"conditions": {
-						VendorExtensible: spec.VendorExtensible{
-							Extensions: spec.Extensions{
-								"x-kubernetes-list-map-keys": []interface{}{
-									"type",
-								},
-								"x-kubernetes-list-type": "map",
-							},
-						},
-						SchemaProps: spec.SchemaProps{
-							Description: "conditions: Ready (the last push succeeded and nothing is stuck), Synced (Git equals the cluster for the tracked scope after the last reconcile).",
-							Type:        []string{"array"},
-							Items: &spec.SchemaOrArray{
-								Schema: &spec.Schema{
-									SchemaProps: spec.SchemaProps{
-										Default: map[string]interface{}{},
-										Ref:     ref(v1.Condition{}.OpenAPIModelName()),
-									},
-								},
-							},
+							Description: "status is the writer's observed state.",
+							Default:     map[string]interface{}{},
+							Ref:         ref(v1alpha1.RepoStatusStatus{}.OpenAPIModelName()),
 						},
 					},
 				},
 			},
 		},
 		Dependencies: []string{
-			v1alpha1.OrphanFile{}.OpenAPIModelName(), v1.Condition{}.OpenAPIModelName(), v1.ObjectMeta{}.OpenAPIModelName(), v1.Time{}.OpenAPIModelName()},
+			v1alpha1.RepoStatusStatus{}.OpenAPIModelName(), v1.ObjectMeta{}.OpenAPIModelName()},
 	}
 }
 
@@ -885,6 +783,145 @@ func schema_kubehistory_apis_history_v1alpha1_RepoStatusList(ref common.Referenc
 		},
 		Dependencies: []string{
 			v1alpha1.RepoStatus{}.OpenAPIModelName(), v1.ListMeta{}.OpenAPIModelName()},
+	}
+}
+
+func schema_kubehistory_apis_history_v1alpha1_RepoStatusStatus(ref common.ReferenceCallback) common.OpenAPIDefinition {
+	return common.OpenAPIDefinition{
+		Schema: spec.Schema{
+			SchemaProps: spec.SchemaProps{
+				Description: "RepoStatusStatus is the observed state of a GitDestination's writer.",
+				Type:        []string{"object"},
+				Properties: map[string]spec.Schema{
+					"repository": {
+						SchemaProps: spec.SchemaProps{
+							Description: "repository is the destination's repository URL, without credentials.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"branch": {
+						SchemaProps: spec.SchemaProps{
+							Description: "branch the writer pushes to.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"headCommit": {
+						SchemaProps: spec.SchemaProps{
+							Description: "headCommit is the SHA of the branch head as the writer last pushed or read it.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"lastPushTime": {
+						SchemaProps: spec.SchemaProps{
+							Description: "lastPushTime is when the writer last pushed successfully.",
+							Ref:         ref(v1.Time{}.OpenAPIModelName()),
+						},
+					},
+					"lastChangeTime": {
+						SchemaProps: spec.SchemaProps{
+							Description: "lastChangeTime is the change time of the newest change committed.",
+							Ref:         ref(v1.Time{}.OpenAPIModelName()),
+						},
+					},
+					"pendingChanges": {
+						SchemaProps: spec.SchemaProps{
+							Description: "pendingChanges is how many accepted changes are not in Git yet (queued or being committed).",
+							Default:     0,
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"oldestPendingTime": {
+						SchemaProps: spec.SchemaProps{
+							Description: "oldestPendingTime is when the oldest change not in Git yet was accepted: the writer's lag is now minus this time. Absent when nothing waits.",
+							Ref:         ref(v1.Time{}.OpenAPIModelName()),
+						},
+					},
+					"committedChanges": {
+						SchemaProps: spec.SchemaProps{
+							Description: "committedChanges is how many changes the writer committed since the destination was created.",
+							Default:     0,
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"lastError": {
+						SchemaProps: spec.SchemaProps{
+							Description: "lastError is the last error the writer met (push refused, authentication failed, ...), without credentials; cleared by the next success.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"lastErrorTime": {
+						SchemaProps: spec.SchemaProps{
+							Description: "lastErrorTime is when lastError happened.",
+							Ref:         ref(v1.Time{}.OpenAPIModelName()),
+						},
+					},
+					"writer": {
+						SchemaProps: spec.SchemaProps{
+							Description: "writer is the replica that holds the writer lease for this destination.",
+							Type:        []string{"string"},
+							Format:      "",
+						},
+					},
+					"orphans": {
+						VendorExtensible: spec.VendorExtensible{
+							Extensions: spec.Extensions{
+								"x-kubernetes-list-type": "atomic",
+							},
+						},
+						SchemaProps: spec.SchemaProps{
+							Description: "orphans are files whose objects no longer exist or left the scope, when the destination's orphan policy is Report: at most 100 (MaxOrphansListed), by path.",
+							Type:        []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Default: map[string]interface{}{},
+										Ref:     ref(v1alpha1.OrphanFile{}.OpenAPIModelName()),
+									},
+								},
+							},
+						},
+					},
+					"orphanCount": {
+						SchemaProps: spec.SchemaProps{
+							Description: "orphanCount is how many orphans the last orphan check found, listed or not.",
+							Default:     0,
+							Type:        []string{"integer"},
+							Format:      "int64",
+						},
+					},
+					"conditions": {
+						VendorExtensible: spec.VendorExtensible{
+							Extensions: spec.Extensions{
+								"x-kubernetes-list-map-keys": []interface{}{
+									"type",
+								},
+								"x-kubernetes-list-type": "map",
+							},
+						},
+						SchemaProps: spec.SchemaProps{
+							Description: "conditions: Ready (True while the last push succeeded or, before any push was needed, while the branch could be read; False with PushFailed, CredentialsMissing, AuthenticationFailed, RepositoryUnreachable or WriteFailed), Synced (Git equals the cluster for the tracked scope after the last orphan check).",
+							Type:        []string{"array"},
+							Items: &spec.SchemaOrArray{
+								Schema: &spec.Schema{
+									SchemaProps: spec.SchemaProps{
+										Default: map[string]interface{}{},
+										Ref:     ref(v1.Condition{}.OpenAPIModelName()),
+									},
+								},
+							},
+						},
+					},
+				},
+			},
+		},
+		Dependencies: []string{
+			v1alpha1.OrphanFile{}.OpenAPIModelName(), v1.Condition{}.OpenAPIModelName(), v1.Time{}.OpenAPIModelName()},
 	}
 }
 

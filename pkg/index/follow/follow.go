@@ -15,7 +15,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"k8s.io/klog/v2"
 
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/gitwriter"
 	"github.com/kubehistory/kubehistory/pkg/index"
@@ -177,6 +176,11 @@ func (f *Follower) watchStatus(ctx context.Context) error {
 		return err
 	}
 	defer func() { _ = w.Stop() }()
+	// The watch first delivers the current value of every key (a delete marker for a deleted one),
+	// then nil, then live updates. A key the index has and the bucket does not is gone: removed when
+	// the first pass ends.
+	seen := map[string]bool{}
+	initial := true
 	for {
 		select {
 		case <-ctx.Done():
@@ -185,19 +189,36 @@ func (f *Follower) watchStatus(ctx context.Context) error {
 			if !ok {
 				return errors.New("status watch closed")
 			}
-			if e == nil || e.Operation() != jetstream.KeyValuePut {
+			if e == nil {
+				if initial {
+					initial = false
+					if err := f.idx.RetainRepoStatuses(seen); err != nil {
+						return err
+					}
+				}
 				continue
 			}
-			var st historyv1alpha1.RepoStatus
-			if err := json.Unmarshal(e.Value(), &st); err != nil {
-				klog.ErrorS(err, "Skipping undecodable RepoStatus", "key", e.Key())
+			ns, name, ok := strings.Cut(e.Key(), ".")
+			if !ok {
 				continue
 			}
-			ns, name, _ := strings.Cut(e.Key(), ".")
-			st.Namespace, st.Name = ns, name
-			st.ResourceVersion = fmt.Sprint(e.Revision())
-			if err := f.idx.PutRepoStatus(&st); err != nil {
-				return err
+			switch e.Operation() {
+			case jetstream.KeyValuePut:
+				var st change.RepoState
+				if err := json.Unmarshal(e.Value(), &st); err != nil {
+					klog.ErrorS(err, "Skipping undecodable RepoStatus", "key", e.Key())
+					continue
+				}
+				if initial {
+					seen[ns+"/"+name] = true
+				}
+				if err := f.idx.PutRepoStatus(index.RepoStatusEntry{Namespace: ns, Name: name, Rev: e.Revision(), State: st}); err != nil {
+					return err
+				}
+			case jetstream.KeyValueDelete, jetstream.KeyValuePurge:
+				if err := f.idx.DeleteRepoStatus(ns, name, e.Revision()); err != nil {
+					return err
+				}
 			}
 		}
 	}

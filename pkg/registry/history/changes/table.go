@@ -24,7 +24,7 @@ var columns = []metav1.TableColumnDefinition{
 	{Name: "Destination", Type: "string", Priority: 1, Description: "The GitDestination."},
 	{Name: "Path", Type: "string", Priority: 1, Description: "The file in the repository."},
 	{Name: "Markers", Type: "string", Priority: 1, Description: "Incomplete-record markers."},
-	{Name: "Audit-ID", Type: "string", Priority: 1, Description: "The request's audit ID."},
+	{Name: "Audit ID", Type: "string", Priority: 1, Description: "The request's audit ID."},
 }
 
 // ConvertToTable implements rest.TableConvertor.
