@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 GO ?= go
 BIN := bin
 
-.PHONY: all build test test-unit test-e2e test-reliability test-reliability-broken test-leak-broken generate verify demo demo-down fuzz bench clean
+.PHONY: all build test test-unit test-e2e test-reliability test-reliability-broken test-leak-broken test-matrix-broken generate verify demo demo-down fuzz bench clean
 
 all: build
 
@@ -27,6 +27,10 @@ test-reliability-broken: ## The suite against a writer that acks before pushing:
 test-leak-broken: ## The leak scan against a build that publishes bodies unredacted: it must FAIL (shows the scan can fail)
 	KUBEHISTORY_BUILD_TAGS=kubehistory_fault_unredacted $(GO) test -count=1 -timeout 30m -v -run 'TestSecretValuesNeverStored' ./test/e2e/ 2>&1 | grep -E '^(--- |PASS|FAIL|ok|\s+leak_test)'; \
 	  status=$${PIPESTATUS[0]}; if [ $$status -eq 0 ]; then echo "the broken build passed: the scan did not catch it"; exit 1; fi; echo "the broken build failed, as it must"
+
+test-matrix-broken: ## The write matrix against a build whose ingest records no-op writes: it must FAIL (shows the matrix can fail)
+	KUBEHISTORY_BUILD_TAGS=kubehistory_fault_keep_noop $(GO) test -count=1 -timeout 30m -v -run 'TestWriteMatrix' ./test/e2e/ 2>&1 | grep -E '^(--- |PASS|FAIL|ok|\s+matrix_test)'; \
+	  status=$${PIPESTATUS[0]}; if [ $$status -eq 0 ]; then echo "the broken build passed: the matrix did not catch it"; exit 1; fi; echo "the broken build failed, as it must"
 
 test-e2e: ## End-to-end tests on the local control plane (builds kube-apiserver and etcd once)
 	$(GO) test -count=1 -timeout 60m -v ./test/...

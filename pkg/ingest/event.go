@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/runtime"
 	auditv1 "k8s.io/apiserver/pkg/apis/audit/v1"
 
 	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
@@ -221,7 +222,7 @@ func eventChanges(ev *auditv1.Event, head *objectHead, m RuleMatcher, last *last
 	if ref.APIGroup == OwnGroup {
 		return nil, ReasonOwnGroup
 	}
-	if isDryRun(ev.RequestURI) {
+	if isDryRun(ev.RequestURI) || ((ev.Verb == "delete" || ev.Verb == "deletecollection") && deleteDryRun(ev.RequestObject)) {
 		return nil, ReasonDryRun
 	}
 
@@ -343,7 +344,7 @@ func eventChanges(ev *auditv1.Event, head *objectHead, m RuleMatcher, last *last
 		}
 		// Only an update (patch, update, a delete that marked the object) can be a no-op: a create
 		// or a removal always persists.
-		if t.respRV != "" && (t.verb == historyv1alpha1.VerbUpdate || t.verb == historyv1alpha1.VerbPatch) &&
+		if !faultKeepNoOp && t.respRV != "" && (t.verb == historyv1alpha1.VerbUpdate || t.verb == historyv1alpha1.VerbPatch) &&
 			(t.respRV == requestRV || last.unchanged(t.obj.UID, t.respRV, ev.RequestReceivedTimestamp.Time)) {
 			noop = true
 			continue
@@ -441,6 +442,37 @@ func isDryRun(requestURI string) bool {
 		return true // unparsable but mentions dryRun: kube-apiserver would not have persisted it either
 	}
 	for _, v := range q["dryRun"] {
+		if v != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// deleteDryRun reports whether a delete's request object (DeleteOptions) asks for a dry run: kubectl
+// delete --dry-run=server sends it in the body, not in the URI. Without a request object (Metadata
+// audit level) a dry-run delete cannot be told from a delete.
+func deleteDryRun(obj *runtime.Unknown) bool {
+	if obj == nil || len(obj.Raw) == 0 {
+		return false
+	}
+	s := &scanner{data: obj.Raw}
+	if s.next() != '{' {
+		return false
+	}
+	var dryRun []string
+	s.object(func(field string) bool {
+		if field == "dryRun" {
+			dryRun = s.strings()
+		} else {
+			s.skip()
+		}
+		return true
+	})
+	if s.err != nil {
+		return false // not DeleteOptions as kube-apiserver writes them: the delete is kept
+	}
+	for _, v := range dryRun {
 		if v != "" {
 			return true
 		}

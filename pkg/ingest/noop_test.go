@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -389,5 +390,108 @@ func TestServerDropsNoOps(t *testing.T) {
 	after, _ := testutil.GetCounterMetricValue(eventsTotal.WithLabelValues("dropped", ReasonNoOp))
 	if after-before != 2 {
 		t.Errorf(`events_total{result="dropped",reason="no-op"} grew by %v, want 2`, after-before)
+	}
+}
+
+// TestWriteMatrixEvents maps the audit events kube-apiserver wrote for TestWriteMatrix (test/e2e), in
+// the order it wrote them, one batch each: every way kubectl writes, as several users. Each object's
+// entries are exactly its persisted changes, with the right verb and actor. (The fixture is in a
+// folder of its own: at 77 KB, as a seed of FuzzDecodeEventList it would slow the fuzzer a
+// thousandfold; noop-sample.json holds a few of its events for that.)
+func TestWriteMatrixEvents(t *testing.T) {
+	decoded, err := decodeEvents(loadFixture(t, filepath.Join("matrix", "write-matrix.json")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := matcherFunc(func(o ObjectInfo) []change.DestinationRef {
+		if o.Namespace == "matrix" || (o.Namespace == "" && o.Resource == "namespaces") {
+			return []change.DestinationRef{testDest}
+		}
+		return nil
+	})
+	type entry struct{ verb, actor string }
+	mapAll := func(last *lastVersions) (map[string][]entry, map[string]int) {
+		got, reasons := map[string][]entry{}, map[string]int{}
+		for i := range decoded {
+			cs, reason := eventChanges(&decoded[i].Event, decoded[i].head, m, last)
+			reasons[reason]++
+			for _, c := range cs {
+				obj := c.Object.Resource + "/" + c.Object.Namespace + "/" + c.Object.Name
+				got[obj] = append(got[obj], entry{string(c.Verb), c.Actor.Username})
+			}
+		}
+		return got, reasons
+	}
+	c, u, p, d := "create", "update", "patch", "delete"
+	want := map[string][]entry{
+		"namespaces//matrix":          {{c, "admin"}, {p, "admin"}},
+		"configmaps/matrix/plain":     {{c, "alice"}, {u, "alice"}, {p, "alice"}, {p, "bob"}, {p, "alice"}, {p, "alice"}, {p, "bob"}, {p, "dave"}, {d, "bob"}},
+		"configmaps/matrix/csa":       {{c, "alice"}, {p, "bob"}, {d, "bob"}},
+		"configmaps/matrix/ssa":       {{c, "alice"}, {p, "alice"}, {p, "bob"}, {d, "bob"}},
+		"configmaps/matrix/gen-2h59h": {{c, "alice"}, {d, "bob"}},
+		"configmaps/matrix/guarded":   {{c, "alice"}, {u, "bob"}, {d, "alice"}},
+		"configmaps/matrix/sweep-1":   {{c, "alice"}, {p, "alice"}, {d, "bob"}},
+		"configmaps/matrix/sweep-2":   {{c, "alice"}, {p, "alice"}, {d, "bob"}},
+		"configmaps/matrix/sentinel":  {{c, "alice"}},
+		"deployments/matrix/web":      {{c, "alice"}, {p, "bob"}},
+	}
+	got, reasons := mapAll(newLastVersions(DefaultLastVersions))
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		for obj := range want {
+			if fmt.Sprint(got[obj]) != fmt.Sprint(want[obj]) {
+				t.Errorf("%s:\n got %v\nwant %v", obj, got[obj], want[obj])
+			}
+		}
+		for obj := range got {
+			if _, ok := want[obj]; !ok {
+				t.Errorf("unexpected %s: %v", obj, got[obj])
+			}
+		}
+	}
+	// No-ops: a replace, a patch, a server-side apply, a repeated delete and a scale, all unchanged.
+	// Dry runs: a patch, an apply (in the URI) and a delete (in its DeleteOptions).
+	if reasons[ReasonNoOp] != 5 || reasons[ReasonDryRun] != 3 || reasons[ReasonFailed] != 6 {
+		t.Errorf("reasons %v, want 5 no-op, 3 dry-run, 6 failed", reasons)
+	}
+	// Without the memory of published versions only the replace, which named its version, is known
+	// to be a no-op.
+	if _, reasons := mapAll(nil); reasons[ReasonNoOp] != 1 {
+		t.Errorf("stateless: reasons %v, want 1 no-op", reasons)
+	}
+}
+
+// TestDryRunDelete: kubectl delete --dry-run=server asks for it in the DeleteOptions body, not the URI.
+// Only a delete's request object is read so: a patch whose body has a dryRun field changes the object.
+func TestDryRunDelete(t *testing.T) {
+	tests := []struct {
+		name, verb, requestObject, reason string
+	}{
+		{"dry-run delete", "delete", `{"kind":"DeleteOptions","apiVersion":"meta.k8s.io/__internal","propagationPolicy":"Background","dryRun":["All"]}`, ReasonDryRun},
+		{"dry-run deletecollection", "deletecollection", `{"kind":"DeleteOptions","dryRun":["All"]}`, ReasonDryRun},
+		{"delete", "delete", `{"kind":"DeleteOptions","apiVersion":"meta.k8s.io/__internal","propagationPolicy":"Background"}`, ReasonAccepted},
+		{"empty dryRun", "delete", `{"kind":"DeleteOptions","dryRun":[]}`, ReasonAccepted},
+		{"null dryRun", "delete", `{"kind":"DeleteOptions","dryRun":null}`, ReasonAccepted},
+		{"dryRun not a list", "delete", `{"kind":"DeleteOptions","dryRun":"All"}`, ReasonAccepted},
+		{"no request object", "delete", `null`, ReasonAccepted},
+		{"patch with a dryRun field", "patch", `{"dryRun":["All"]}`, ReasonAccepted},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			body := fmt.Sprintf(`{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[{"auditID":"a1","stage":"ResponseComplete","verb":%q,`+
+				`"requestURI":"/api/v1/namespaces/team-a/configmaps/web","objectRef":{"resource":"configmaps","namespace":"team-a","name":"web","apiVersion":"v1"},`+
+				`"responseStatus":{"code":200},"requestObject":%s,"stageTimestamp":"2026-05-04T10:00:00.000000Z"}]}`, tc.verb, tc.requestObject)
+			decoded, err := decodeEvents([]byte(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, inline := eventChanges(&decoded[0].Event, decoded[0].head, teamAMatcher, nil)
+			list, err := DecodeEventList([]byte(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, reason := EventChanges(&list.Items[0], teamAMatcher); reason != tc.reason || inline != tc.reason {
+				t.Errorf("reason %q (inline %q), want %q", reason, inline, tc.reason)
+			}
+		})
 	}
 }

@@ -1,0 +1,5 @@
+//go:build !kubehistory_fault_keep_noop
+
+package ingest
+
+const faultKeepNoOp = false
