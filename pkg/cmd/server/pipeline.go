@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/pflag"
+	"golang.org/x/sync/errgroup"
 	"k8s.io/apiserver/pkg/server/healthz"
 	"k8s.io/client-go/dynamic"
 	kubeinformers "k8s.io/client-go/informers"
@@ -132,11 +132,16 @@ func (o *Options) startQueue(ctx context.Context, p *pipeline) error {
 	return queue.EnsureStreams(ctx, p.publisher.JetStream(), o.Queue.Replicas, queue.WithDuplicateWindow(o.Queue.DuplicateWindow))
 }
 
-// buildPipeline wires the stages; they start in the server's post-start hook.
-func (o *Options) buildPipeline(ctx context.Context, idx *index.Index, clientConfig *rest.Config) (*pipeline, error) {
+// buildPipeline wires the stages; they start in the server's post-start hook. On error, whatever was
+// started (the embedded JetStream, the NATS connection) is closed.
+func (o *Options) buildPipeline(ctx context.Context, idx *index.Index, clientConfig *rest.Config) (_ *pipeline, err error) {
 	p := &pipeline{}
+	defer func() {
+		if err != nil {
+			p.close()
+		}
+	}()
 	if err := o.startQueue(ctx, p); err != nil {
-		p.close()
 		return nil, err
 	}
 	kube, err := kubernetes.NewForConfig(clientConfig)
@@ -154,7 +159,6 @@ func (o *Options) buildPipeline(ctx context.Context, idx *index.Index, clientCon
 	// The installation key: every fingerprint and every commit seal is made with it.
 	key, err := installkey.Ensure(ctx, kube, o.ServiceNamespace, o.Security.InstallationKeySecret)
 	if err != nil {
-		p.close()
 		return nil, err
 	}
 	p.cfgInf = configinformers.NewSharedInformerFactory(client, 10*time.Minute)
@@ -188,7 +192,6 @@ func (o *Options) buildPipeline(ctx context.Context, idx *index.Index, clientCon
 		return nil, err
 	}
 	if p.reconcile, err = o.buildReconciler(clientConfig, p.publisher, p.cfgInf, kubeInf, p.manager.Policy, p.rules.Trust); err != nil {
-		p.close()
 		return nil, fmt.Errorf("reconciler: %w", err)
 	}
 	if o.Ingest.CertFile != "" {
@@ -196,7 +199,6 @@ func (o *Options) buildPipeline(ctx context.Context, idx *index.Index, clientCon
 		ingestOpts.Policy = p.manager.Policy
 		p.ingest, err = ingest.NewServer(ingestOpts, p.rules, p.publisher)
 		if err != nil {
-			p.close()
 			return nil, fmt.Errorf("audit webhook: %w", err)
 		}
 	} else {
@@ -205,28 +207,31 @@ func (o *Options) buildPipeline(ctx context.Context, idx *index.Index, clientCon
 	return p, nil
 }
 
-// start runs every stage until ctx ends.
-func (p *pipeline) start(ctx context.Context) {
+// start starts every stage in the run group g; each stops when ctx (the group's context) ends, and a
+// stage that fails (the audit listener cannot serve) ends the group with its error, so the whole process
+// stops in order instead of exiting from a goroutine.
+func (p *pipeline) start(ctx context.Context, g *errgroup.Group) {
 	p.cfgInf.Start(ctx.Done())
 	if p.startKubeInformers != nil {
 		p.startKubeInformers(ctx.Done())
 	}
-	go p.follower.Run(ctx)
-	go func() {
+	g.Go(func() error { p.follower.Run(ctx); return nil })
+	g.Go(func() error {
 		// Writers start once the destinations are listed, so none is stopped as "removed" at start.
 		if !cache.WaitForCacheSync(ctx.Done(), p.cfgInf.Config().V1alpha1().GitDestinations().Informer().HasSynced) {
-			return
+			return nil
 		}
 		p.manager.Run(ctx)
-	}()
-	go p.reconcile.Run(ctx)
+		return nil
+	})
+	g.Go(func() error { p.reconcile.Run(ctx); return nil })
 	if p.ingest != nil {
-		go func() {
+		g.Go(func() error {
 			if err := p.ingest.Run(ctx); err != nil && ctx.Err() == nil {
-				klog.ErrorS(err, "Audit webhook stopped")
-				os.Exit(1)
+				return fmt.Errorf("audit webhook stopped: %w", err)
 			}
-		}()
+			return nil
+		})
 	}
 }
 

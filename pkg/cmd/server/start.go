@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	openapinamer "k8s.io/apiserver/pkg/endpoints/openapi"
@@ -198,15 +199,20 @@ func (o *Options) Run(ctx context.Context) error {
 	if err := server.GenericAPIServer.AddReadyzChecks(checks...); err != nil {
 		return err
 	}
+	// One run group: the API server and every stage. The first to fail ends the group's context, which
+	// stops the others; Run returns once all of them returned, and only then (deferred above) closes
+	// the NATS connection, the embedded JetStream and the index, in reverse order of opening.
+	g, gctx := errgroup.WithContext(ctx)
 	server.GenericAPIServer.AddPostStartHookOrDie("start-kubehistory-pipeline", func(hookCtx genericapiserver.PostStartHookContext) error {
 		if config.GenericConfig.SharedInformerFactory != nil {
 			config.GenericConfig.SharedInformerFactory.Start(hookCtx.Done())
 		}
-		p.start(hookCtx)
-		go o.Retention.Run(hookCtx, idx)
+		p.start(gctx, g)
+		g.Go(func() error { o.Retention.Run(gctx, idx); return nil })
 		return nil
 	})
-	return server.GenericAPIServer.PrepareRun().RunWithContext(ctx)
+	g.Go(func() error { return server.GenericAPIServer.PrepareRun().RunWithContext(gctx) })
+	return g.Wait()
 }
 
 func defaultReplicaID() string {
