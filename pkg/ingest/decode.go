@@ -19,9 +19,10 @@ import (
 // It is a hand-written decoder (on a scanner of its own, jsonscan.go) that fills only the fields of each Event
 // that the filter and the mapping read: the level, audit ID, stage, request URI, verb, user and
 // impersonated user (name, uid, groups), source IPs, user agent, objectRef, the response code, the
-// request object (as raw JSON: a delete's DeleteOptions may ask for a dry run), the response object, the
-// request and stage timestamps and the annotations. User extras and the rest of the response status
-// are skipped after being checked as well-formed JSON.
+// request object of a delete or deletecollection (as raw JSON: its DeleteOptions may ask for a dry
+// run), the response object, the request and stage timestamps and the annotations. Other request
+// objects, user extras and the rest of the response status are skipped after being checked as
+// well-formed JSON.
 // Decoding a 400-event batch is the largest cost of the webhook, and this is several times faster
 // than reflection into auditv1.Event (docs/benchmarks.md). FuzzDecodeEventList checks it against
 // encoding/json. The strings and response objects of the events point into data, which must not change
@@ -133,6 +134,13 @@ func readEvent(s *scanner, ev *decodedEvent) {
 		}
 		return
 	}
+	// The request object is kept only for deletes, whose verb may come after it.
+	var requestObject []byte
+	defer func() {
+		if requestObject != nil && (ev.Verb == "delete" || ev.Verb == "deletecollection") {
+			ev.RequestObject = &runtime.Unknown{Raw: requestObject, ContentType: runtime.ContentTypeJSON}
+		}
+	}()
 	s.object(func(field string) bool {
 		switch field {
 		case "kind":
@@ -162,11 +170,10 @@ func readEvent(s *scanner, ev *decodedEvent) {
 		case "responseStatus":
 			readOptional(s, &ev.ResponseStatus, readStatus)
 		case "requestObject":
-			if s.null() {
-				ev.RequestObject = nil
-				return true
+			requestObject = nil
+			if !s.null() {
+				requestObject = s.raw()
 			}
-			ev.RequestObject = &runtime.Unknown{Raw: s.raw(), ContentType: runtime.ContentTypeJSON}
 		case "responseObject":
 			if s.null() {
 				ev.ResponseObject, ev.head = nil, nil
