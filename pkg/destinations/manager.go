@@ -1,10 +1,15 @@
 // Package destinations runs one Git writer per GitDestination: it follows GitDestinations (and the
 // Secrets they reference) through an informer and starts, restarts or stops writers so that each runs
 // with the current spec and credentials. Every replica campaigns for a per-destination Lease; only its
-// holder runs the writer, so there is one active writer per destination across replicas. A stale writer
-// (paused past its lease) cannot double anything: its push is a compare-and-swap of the branch, and
-// after the fetch that follows a refused push it skips every change ID already in Git. It sets the GitDestination's Ready condition from what it
-// could do (credentials missing, invalid spec); the writer's progress is in the RepoStatus.
+// holder runs the writer and writes the GitDestination's status, so there is one active writer per
+// destination across replicas and no two replicas fight over a status. A stale writer (paused past its
+// lease) cannot double anything: its push is a compare-and-swap of the branch, and after the fetch
+// that follows a refused push it skips every change ID already in Git.
+//
+// The status tells what the writer could do: Ready True while its last push succeeded (or, before it
+// had anything to push, while it could read the branch), False with the reason (an invalid spec,
+// missing credentials, the remote refusing pushes, ...) and the error; the head and the lag beside it.
+// When a GitDestination is deleted its RepoStatus is deleted from the status bucket.
 package destinations
 
 import (
@@ -17,11 +22,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -65,6 +70,9 @@ type Options struct {
 	StripAnnotations   []string
 	// Scope applies the rules' objectSelectors to objects the writers fetch.
 	Scope gitwriter.Scope
+	// StatusInterval spaces the GitDestination status writes that only move the head or the lag; a
+	// change of the Ready condition is written at once.
+	StatusInterval time.Duration
 }
 
 // CredentialsLabel must be "true" on a Secret (or the Secret must be of type CredentialsSecretType)
@@ -91,12 +99,26 @@ type Manager struct {
 	mu      sync.Mutex
 	running map[string]*running
 	wake    chan struct{}
+	// collected is set once the status bucket was cleaned of destinations deleted while no replica
+	// ran.
+	collected bool
 }
 
+// running is one destination's campaign for its writer lease, with the writer (or, for a spec that
+// cannot run, the refusal) it runs while holding it.
 type running struct {
 	hash   string
 	cancel context.CancelFunc
 	done   chan struct{}
+	// generation is the GitDestination's generation the config is of; a spec change that leaves the
+	// config as it is (the writer keeps running) moves it, and kick tells the status reporter.
+	generation atomic.Int64
+	kick       chan struct{}
+}
+
+// invalid is why a GitDestination's writer cannot run: its Ready condition's reason and message.
+type invalid struct {
+	reason, message string
 }
 
 // New returns a manager; call Run after the informer behind lister is started.
@@ -113,6 +135,9 @@ func New(opts Options, lister configlisters.GitDestinationLister, kube kubernete
 	}
 	if opts.AllowedURLSchemes == nil {
 		opts.AllowedURLSchemes = DefaultAllowedURLSchemes
+	}
+	if opts.StatusInterval == 0 {
+		opts.StatusInterval = 5 * time.Second
 	}
 	return &Manager{opts: opts, lister: lister, kube: kube, client: client, js: js, fetcher: fetcher,
 		running: map[string]*running{}, wake: make(chan struct{}, 1)}
@@ -162,26 +187,32 @@ func (m *Manager) sync(ctx context.Context) {
 	for _, gd := range gds {
 		key := gd.Namespace + "/" + gd.Name
 		seen[key] = true
+		ref := change.DestinationRef{Namespace: gd.Namespace, Name: gd.Name}
 		cfg, reason, err := m.config(ctx, gd)
+		var bad *invalid
+		var hash string
 		if err != nil {
-			m.setReady(ctx, gd, metav1.ConditionFalse, reason, err.Error())
-			m.stop(key)
-			continue
+			// The lease holder reports it; a changed reason or message restarts that report.
+			bad = &invalid{reason: reason, message: err.Error()}
+			hash = "invalid/" + reason + "/" + err.Error()
+		} else {
+			hash = configHash(cfg)
 		}
-		hash := configHash(cfg)
 		m.mu.Lock()
 		r := m.running[key]
 		m.mu.Unlock()
 		if r != nil && r.hash == hash {
 			select {
-			case <-r.done: // the writer stopped on its own: start it again
+			case <-r.done: // the campaign stopped on its own: start it again
 			default:
+				if r.generation.Swap(gd.Generation) != gd.Generation {
+					r.kickReporter()
+				}
 				continue
 			}
 		}
 		m.stop(key)
-		m.start(ctx, key, hash, cfg)
-		m.setReady(ctx, gd, metav1.ConditionTrue, configv1alpha1.ReasonReady, "writer running; progress in the RepoStatus of the same name")
+		m.start(ctx, key, hash, gd.Generation, ref, cfg, bad)
 	}
 	m.mu.Lock()
 	var gone []string
@@ -195,6 +226,43 @@ func (m *Manager) sync(ctx context.Context) {
 		klog.InfoS("GitDestination removed: stopping its writer", "destination", key)
 		m.stop(key)
 	}
+	if len(gone) > 0 || !m.collected {
+		m.collected = m.collectRepoStatuses(ctx, seen) == nil
+	}
+}
+
+// collectRepoStatuses deletes the RepoStatus of every destination that no longer exists. Every
+// replica does it when it sees a GitDestination go (after stopping its own writer of it, so no status
+// of it comes after), and once at start; a destination the informer does not know yet is asked of the
+// API server before its status is deleted.
+func (m *Manager) collectRepoStatuses(ctx context.Context, present map[string]bool) error {
+	kv, err := gitwriter.StatusBucketKV(ctx, m.js)
+	if err != nil {
+		klog.ErrorS(err, "Opening the RepoStatus bucket")
+		return err
+	}
+	refs, err := gitwriter.RepoStatusDestinations(ctx, kv)
+	if err != nil {
+		klog.ErrorS(err, "Listing RepoStatuses")
+		return err
+	}
+	for _, ref := range refs {
+		if present[ref.String()] {
+			continue
+		}
+		if _, err := m.client.ConfigV1alpha1().GitDestinations(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			if err != nil {
+				klog.ErrorS(err, "Checking the GitDestination of a RepoStatus", "destination", ref.String())
+			}
+			continue
+		}
+		if err := gitwriter.DeleteRepoStatus(ctx, kv, ref); err != nil {
+			klog.ErrorS(err, "Deleting the RepoStatus of a deleted GitDestination", "destination", ref.String())
+			continue
+		}
+		klog.InfoS("GitDestination deleted: removed its RepoStatus", "destination", ref.String())
+	}
+	return nil
 }
 
 func (m *Manager) config(ctx context.Context, gd *configv1alpha1.GitDestination) (gitwriter.Config, string, error) {
@@ -282,17 +350,19 @@ func configHash(cfg gitwriter.Config) string {
 	return hex.EncodeToString(h[:])
 }
 
-// start campaigns for the destination's writer lease and runs its writer while it holds it.
-func (m *Manager) start(ctx context.Context, key, hash string, cfg gitwriter.Config) {
+// start campaigns for the destination's writer lease and, while it holds it, runs its writer (or
+// reports why it cannot run) and writes the GitDestination's status.
+func (m *Manager) start(ctx context.Context, key, hash string, generation int64, ref change.DestinationRef, cfg gitwriter.Config, bad *invalid) {
 	wctx, cancel := context.WithCancel(ctx)
-	r := &running{hash: hash, cancel: cancel, done: make(chan struct{})}
+	r := &running{hash: hash, cancel: cancel, done: make(chan struct{}), kick: make(chan struct{}, 1)}
+	r.generation.Store(generation)
 	m.mu.Lock()
 	m.running[key] = r
 	m.mu.Unlock()
 	go func() {
 		defer close(r.done)
 		lock := &resourcelock.LeaseLock{
-			LeaseMeta:  metav1.ObjectMeta{Namespace: m.opts.LeaseNamespace, Name: LeaseName(cfg.Destination)},
+			LeaseMeta:  metav1.ObjectMeta{Namespace: m.opts.LeaseNamespace, Name: LeaseName(ref)},
 			Client:     m.kube.CoordinationV1(),
 			LockConfig: resourcelock.ResourceLockConfig{Identity: m.opts.Identity},
 		}
@@ -306,7 +376,7 @@ func (m *Manager) start(ctx context.Context, key, hash string, cfg gitwriter.Con
 				RetryPeriod:     m.opts.LeaseDuration / 6,
 				ReleaseOnCancel: true,
 				Callbacks: leaderelection.LeaderCallbacks{
-					OnStartedLeading: func(ctx context.Context) { m.runWriter(ctx, key, cfg) },
+					OnStartedLeading: func(ctx context.Context) { m.lead(ctx, key, ref, r, cfg, bad) },
 					OnStoppedLeading: func() { klog.InfoS("Git writer lease released or lost", "destination", key) },
 				},
 			})
@@ -314,18 +384,35 @@ func (m *Manager) start(ctx context.Context, key, hash string, cfg gitwriter.Con
 	}()
 }
 
+// lead runs while this replica holds the destination's lease (ctx ends when it loses it).
+func (m *Manager) lead(ctx context.Context, key string, ref change.DestinationRef, r *running, cfg gitwriter.Config, bad *invalid) {
+	rep := &reporter{m: m, ref: ref, r: r, wake: make(chan struct{}, 1)}
+	done := make(chan struct{})
+	go func() { defer close(done); rep.run(ctx) }()
+	defer func() { <-done }()
+	if bad != nil {
+		klog.InfoS("GitDestination cannot be written", "destination", key, "reason", bad.reason, "message", bad.message)
+		rep.refuse(bad)
+		<-ctx.Done()
+		return
+	}
+	m.runWriter(ctx, key, cfg, rep)
+}
+
 // runWriter runs the destination's writer until ctx ends (the lease is lost or the destination changed).
-func (m *Manager) runWriter(ctx context.Context, key string, cfg gitwriter.Config) {
+func (m *Manager) runWriter(ctx context.Context, key string, cfg gitwriter.Config, rep *reporter) {
 	klog.InfoS("Starting Git writer", "destination", key, "url", gitwriter.RedactedURL(cfg.URL), "branch", cfg.Branch, "replica", m.opts.Identity)
 	// Run retries push failures itself; it returns on ctx end or on a fatal error, after which it is
 	// started again.
 	wait.UntilWithContext(ctx, func(ctx context.Context) {
 		w, err := gitwriter.New(cfg, m.js, m.fetcher)
 		if err == nil {
+			w.OnStatus(rep.observe)
 			err = w.Run(ctx)
 		}
 		if err != nil && ctx.Err() == nil {
 			klog.ErrorS(err, "Git writer stopped", "destination", key)
+			rep.refuse(&invalid{reason: configv1alpha1.ReasonWriteFailed, message: "the writer stopped: " + err.Error()})
 		}
 	}, 5*time.Second)
 }
@@ -350,19 +437,5 @@ func (m *Manager) stop(key string) {
 	if r != nil {
 		r.cancel()
 		<-r.done
-	}
-}
-
-func (m *Manager) setReady(ctx context.Context, gd *configv1alpha1.GitDestination, status metav1.ConditionStatus, reason, msg string) {
-	c := meta.FindStatusCondition(gd.Status.Conditions, configv1alpha1.ConditionReady)
-	if c != nil && c.Status == status && c.Reason == reason && c.Message == msg && gd.Status.ObservedGeneration == gd.Generation {
-		return
-	}
-	gd = gd.DeepCopy()
-	meta.SetStatusCondition(&gd.Status.Conditions, metav1.Condition{Type: configv1alpha1.ConditionReady, Status: status,
-		Reason: reason, Message: msg, ObservedGeneration: gd.Generation})
-	gd.Status.ObservedGeneration = gd.Generation
-	if _, err := m.client.ConfigV1alpha1().GitDestinations(gd.Namespace).UpdateStatus(ctx, gd, metav1.UpdateOptions{}); err != nil {
-		klog.ErrorS(err, "Updating GitDestination status", "destination", klog.KObj(gd))
 	}
 }

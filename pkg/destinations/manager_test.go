@@ -2,16 +2,23 @@ package destinations
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	kubefake "k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/cache"
 
 	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
@@ -72,6 +79,41 @@ func TestOneWriterPerDestinationAndFailover(t *testing.T) {
 	lister := configlisters.NewGitDestinationLister(indexer)
 	kube := kubefake.NewSimpleClientset() // the Lease lives here, shared by both replicas
 	client := configfake.NewSimpleClientset(gd)
+	holder := func() string {
+		l, err := kube.CoordinationV1().Leases("kubehistory-system").Get(ctx, LeaseName(change.DestinationRef{Namespace: "team-a", Name: "history"}), metav1.GetOptions{})
+		if err != nil || l.Spec.HolderIdentity == nil {
+			return ""
+		}
+		return *l.Spec.HolderIdentity
+	}
+	// Only the lease holder writes the status; the informer follows the writes.
+	var wrongWriter atomic.Value
+	client.PrependReactor("update", "gitdestinations", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.GetSubresource() != "status" {
+			return false, nil, nil
+		}
+		u := a.(k8stesting.UpdateAction).GetObject().(*configv1alpha1.GitDestination)
+		if h := holder(); u.Status.Writer != h {
+			wrongWriter.Store(fmt.Sprintf("status written by %q while %q holds the lease", u.Status.Writer, h))
+		}
+		_ = indexer.Update(u.DeepCopy())
+		return false, nil, nil
+	})
+	status := func() configv1alpha1.GitDestinationStatus {
+		g, err := client.ConfigV1alpha1().GitDestinations("team-a").Get(ctx, "history", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g.Status
+	}
+	readyBy := func(writer, reason string) func() bool {
+		return func() bool {
+			st := status()
+			c := meta.FindStatusCondition(st.Conditions, configv1alpha1.ConditionReady)
+			return c != nil && c.Status == metav1.ConditionTrue && c.Reason == reason && c.ObservedGeneration == 1 &&
+				st.ObservedGeneration == 1 && st.Writer == writer
+		}
+	}
 
 	newManager := func(replica string) (*Manager, context.CancelFunc, chan struct{}) {
 		m := New(Options{DataDir: filepath.Join(dir, replica), Identity: replica, Resync: time.Second, LeaseDuration: 3 * time.Second,
@@ -83,14 +125,9 @@ func TestOneWriterPerDestinationAndFailover(t *testing.T) {
 		return m, stop, done
 	}
 	_, stopA, doneA := newManager("replica-a")
-	holder := func() string {
-		l, err := kube.CoordinationV1().Leases("kubehistory-system").Get(ctx, LeaseName(change.DestinationRef{Namespace: "team-a", Name: "history"}), metav1.GetOptions{})
-		if err != nil || l.Spec.HolderIdentity == nil {
-			return ""
-		}
-		return *l.Spec.HolderIdentity
-	}
 	waitFor(t, func() bool { return holder() == "replica-a" })
+	// Ready before any change: the writer read the (empty) branch.
+	waitFor(t, readyBy("replica-a", configv1alpha1.ReasonRepositoryReachable))
 	_, stopB, doneB := newManager("replica-b")
 	defer func() { stopB(); <-doneB }()
 
@@ -123,6 +160,12 @@ func TestOneWriterPerDestinationAndFailover(t *testing.T) {
 	if h := holder(); h != "replica-a" {
 		t.Fatalf("lease holder %q while replica-a runs", h)
 	}
+	waitFor(t, readyBy("replica-a", configv1alpha1.ReasonPushed))
+	head := strings.TrimSpace(git(t, repo, "rev-parse", "main"))
+	waitFor(t, func() bool {
+		st := status()
+		return st.HeadCommit == head && st.LastPushTime != nil && st.PendingChanges == 0
+	})
 
 	// replica-a stops (releasing its lease); replica-b takes the destination over.
 	stopA()
@@ -130,6 +173,10 @@ func TestOneWriterPerDestinationAndFailover(t *testing.T) {
 	waitFor(t, func() bool { return holder() == "replica-b" })
 	publish("three")
 	waitFor(t, func() bool { return strings.Count(files(), ".yaml") == 3 })
+	waitFor(t, readyBy("replica-b", configv1alpha1.ReasonPushed))
+	if w, _ := wrongWriter.Load().(string); w != "" {
+		t.Error(w)
+	}
 
 	ids := map[string]int{}
 	for _, line := range strings.Split(git(t, repo, "log", "--format=%(trailers:key=Kubehistory-Change-Id,valueonly)", "main"), "\n") {
@@ -214,4 +261,114 @@ func TestConfigRefusesUnsafeDestinations(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The lease holder reports why a destination cannot be written (a missing credentials Secret) and a
+// remote that refuses pushes (PushFailed with the pending change); when the GitDestination is deleted
+// its RepoStatus is removed from the status bucket.
+func TestStatusReportsFailuresAndDeletion(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	repo := filepath.Join(dir, "frozen.git")
+	if out, err := exec.Command("git", "init", "-q", "--bare", "-b", "main", repo).CombinedOutput(); err != nil {
+		t.Fatalf("git init: %v: %s", err, out)
+	}
+	if err := os.WriteFile(filepath.Join(repo, "hooks", "pre-receive"), []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	js, err := queue.StartEmbedded(queue.EmbeddedOptions{DataDir: filepath.Join(dir, "nats"), InProcessOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer js.Shutdown()
+	nc, err := js.Connect("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	pub, err := queue.NewPublisher(nc, queue.PublisherOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := queue.EnsureStreams(ctx, pub.JetStream(), 1); err != nil {
+		t.Fatal(err)
+	}
+	frozen := &configv1alpha1.GitDestination{
+		ObjectMeta: metav1.ObjectMeta{Name: "frozen", Namespace: "team-a", Generation: 2},
+		Spec:       configv1alpha1.GitDestinationSpec{URL: "file://" + repo, Branch: "main", CommitWindow: &metav1.Duration{Duration: 100 * time.Millisecond}},
+	}
+	nocreds := &configv1alpha1.GitDestination{
+		ObjectMeta: metav1.ObjectMeta{Name: "nocreds", Namespace: "team-a", Generation: 1},
+		Spec: configv1alpha1.GitDestinationSpec{URL: "https://git.example.invalid/x.git", Branch: "main",
+			CredentialsSecretRef: &configv1alpha1.SecretReference{Name: "missing"}},
+	}
+	indexer := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+	for _, gd := range []*configv1alpha1.GitDestination{frozen, nocreds} {
+		if err := indexer.Add(gd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	client := configfake.NewSimpleClientset(frozen, nocreds)
+	client.PrependReactor("update", "gitdestinations", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if a.GetSubresource() == "status" {
+			_ = indexer.Update(a.(k8stesting.UpdateAction).GetObject().DeepCopyObject())
+		}
+		return false, nil, nil
+	})
+	m := New(Options{DataDir: filepath.Join(dir, "data"), Identity: "replica-a", Resync: time.Second, LeaseDuration: 3 * time.Second,
+		Key: installkey.ForTest("destinations"), AllowedURLSchemes: []string{"file", "https"}},
+		configlisters.NewGitDestinationLister(indexer), kubefake.NewSimpleClientset(), client, pub.JetStream(), nil)
+	mctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); m.Run(mctx) }()
+	defer func() { stop(); <-done }()
+
+	ready := func(name string) (*metav1.Condition, configv1alpha1.GitDestinationStatus) {
+		g, err := client.ConfigV1alpha1().GitDestinations("team-a").Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return meta.FindStatusCondition(g.Status.Conditions, configv1alpha1.ConditionReady), g.Status
+	}
+	waitFor(t, func() bool {
+		c, st := ready("nocreds")
+		return c != nil && c.Status == metav1.ConditionFalse && c.Reason == configv1alpha1.ReasonCredentialsMissing &&
+			strings.Contains(c.Message, "team-a/missing not found") && st.ObservedGeneration == 1 && st.Writer == "replica-a"
+	})
+
+	dest := change.DestinationRef{Namespace: "team-a", Name: "frozen"}
+	obj := historyv1alpha1.ChangedObject{Version: "v1", Resource: "configmaps", Kind: "ConfigMap", Namespace: "team-a", Name: "web", ResourceVersion: "1"}
+	if err := pub.Publish(ctx, []change.Change{{
+		Change: historyv1alpha1.Change{Object: obj, Verb: historyv1alpha1.VerbCreate, Source: historyv1alpha1.SourceAudit,
+			Actor: historyv1alpha1.Actor{Username: "alice"}, ChangeID: change.ID(dest, "audit-web", obj), ChangeTime: metav1.NowMicro()},
+		Destination: dest,
+		Body:        []byte(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"web","namespace":"team-a","resourceVersion":"1"}}`),
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		c, st := ready("frozen")
+		return c != nil && c.Status == metav1.ConditionFalse && c.Reason == configv1alpha1.ReasonPushFailed && c.ObservedGeneration == 2 &&
+			strings.Contains(c.Message, "refused the push") && st.PendingChanges == 1 && st.OldestPendingTime != nil
+	})
+
+	kv, err := gitwriter.StatusBucketKV(ctx, pub.JetStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gitwriter.ReadRepoStatus(ctx, kv, dest); err != nil {
+		t.Fatalf("no RepoStatus for a running writer: %v", err)
+	}
+	if err := client.ConfigV1alpha1().GitDestinations("team-a").Delete(ctx, "frozen", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := indexer.Delete(frozen); err != nil {
+		t.Fatal(err)
+	}
+	m.Trigger()
+	waitFor(t, func() bool {
+		_, err := gitwriter.ReadRepoStatus(ctx, kv, dest)
+		return errors.Is(err, jetstream.ErrKeyNotFound)
+	})
 }

@@ -193,8 +193,11 @@ func (w *Writer) redact(msg string) string {
 	return msg
 }
 
-// pending is how many changes wait (undelivered, plus inFlight being worked on) and when the oldest
-// of them was accepted: the first unacknowledged message after the consumer's ack floor.
+// pending is how many changes are not in Git yet (undelivered, plus inFlight: the batch being worked
+// on) and when the oldest of them was accepted: the first message after the consumer's ack floor.
+// Acks are asynchronous, so the consumer may still count a batch just acked as delivered and unacked:
+// its NumAckPending is not used, and the age may be a batch too old until the next update. Seeds held
+// back for GapGrace are not counted.
 func (w *Writer) pending(ctx context.Context, inFlight int) (int64, *metav1.Time) {
 	info, err := w.cons.Info(ctx)
 	if err != nil {
@@ -241,7 +244,7 @@ func (w *Writer) succeeded(ctx context.Context, records []change.Record, committ
 	ready := meta.IsStatusConditionTrue(w.status.Conditions, ConditionReady)
 	switch {
 	case pushed:
-		w.setReady(metav1.ConditionTrue, configv1alpha1.ReasonPushed, fmt.Sprintf("pushed %d changes to %s", committed, w.cfg.Branch))
+		w.setReady(metav1.ConditionTrue, configv1alpha1.ReasonPushed, "the last push to "+w.cfg.Branch+" succeeded")
 	case !ready && w.status.PendingChanges == 0:
 		head := "empty"
 		if !w.head.IsZero() {
