@@ -193,6 +193,8 @@ func (h *objectHead) isStatus() bool { return h != nil && h.Kind == "Status" }
 //     The request's own verb stays visible in the request URI (fieldManager, force).
 //   - A Namespace is cluster-scoped: kube-apiserver puts its name in objectRef.namespace too, which is
 //     dropped.
+//   - A delete or deletecollection whose DeleteOptions (the request object) ask for a dry run is one,
+//     as is any request with dryRun in its URI.
 //   - A write answered with the resourceVersion its request named (objectRef.resourceVersion)
 //     persisted nothing: no-op. The Server also remembers the versions it published (noop.go), which
 //     EventChanges, seeing one event alone, does not.
