@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/nats-io/nats.go/jetstream"
@@ -218,6 +219,20 @@ func (w *Writer) pending(ctx context.Context, inFlight int) (int64, *metav1.Time
 	}
 	t := metav1.NewTime(msg.Time)
 	return n, &t
+}
+
+// check reads the remote branch and reports whether it could. An idle writer that could not calls it
+// again with backoff, so that a repository created later, or credentials fixed, turn Ready without
+// waiting for a change.
+func (w *Writer) check(ctx context.Context) {
+	if err := w.sync(ctx); err != nil {
+		w.failed(ctx, err, 0)
+		w.checkDelay = min(max(2*w.checkDelay, w.cfg.RetryInitial), w.cfg.RetryMax)
+		w.nextCheck = time.Now().Add(w.checkDelay)
+		return
+	}
+	w.checkDelay = 0
+	w.succeeded(ctx, nil, 0, false)
 }
 
 // succeeded records a batch done (or, with no records, a sync of the remote branch that worked). Ready

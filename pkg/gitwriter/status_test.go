@@ -119,13 +119,20 @@ func TestReadyFollowsPushes(t *testing.T) {
 	}
 }
 
-// TestReadyUnreachable: a repository that does not exist is RepositoryUnreachable before any change.
+// TestReadyUnreachable: a repository that does not exist is RepositoryUnreachable before any change;
+// once it exists the idle writer finds it (no change needed) and turns Ready.
 func TestReadyUnreachable(t *testing.T) {
 	var l statusLog
-	startWriterWithStatus(t, testConfig(t, "file://"+filepath.Join(t.TempDir(), "missing.git")), &l)
+	dir := filepath.Join(t.TempDir(), "later.git")
+	startWriterWithStatus(t, testConfig(t, "file://"+dir), &l)
 	eventually(t, "Ready False RepositoryUnreachable", func() bool {
 		c := l.ready()
 		return c != nil && c.Status == metav1.ConditionFalse && c.Reason == configv1alpha1.ReasonRepositoryUnreachable
+	})
+	gitCLI(t, filepath.Dir(dir), "init", "-q", "--bare", "--initial-branch=main", dir)
+	eventually(t, "Ready True once the repository exists", func() bool {
+		c := l.ready()
+		return c != nil && c.Status == metav1.ConditionTrue && c.Reason == configv1alpha1.ReasonRepositoryReachable
 	})
 }
 

@@ -67,6 +67,9 @@ type Writer struct {
 	status   change.RepoState
 	onStatus func(change.RepoState)
 	changes  jetstream.Stream // KUBEHISTORY_CHANGES, to date the oldest pending change
+	// nextCheck and checkDelay pace the idle writer's retries of a remote it could not read.
+	nextCheck  time.Time
+	checkDelay time.Duration
 }
 
 // crashError is a failure the writer must not handle as a retryable error (the test hook).
@@ -148,11 +151,7 @@ func (w *Writer) Run(ctx context.Context) error {
 	}
 	klog.InfoS("Git writer started", "destination", w.ref(), "repository", RedactedURL(w.cfg.URL), "branch", w.cfg.Branch)
 	defer klog.InfoS("Git writer stopped", "destination", w.ref())
-	if err := w.sync(ctx); err != nil {
-		w.failed(ctx, err, 0)
-	} else {
-		w.succeeded(ctx, nil, 0, false)
-	}
+	w.check(ctx)
 	for {
 		batch, err := w.collect(ctx)
 		if ctx.Err() != nil {
@@ -171,6 +170,9 @@ func (w *Writer) Run(ctx context.Context) error {
 			}
 		}
 		if len(batch) == 0 {
+			if !w.synced && !time.Now().Before(w.nextCheck) {
+				w.check(ctx)
+			}
 			continue
 		}
 		if err := w.processWithRetry(ctx, batch); err != nil {
@@ -287,6 +289,9 @@ func (w *Writer) collect(ctx context.Context) ([]*pending, error) {
 		}
 		if ctx.Err() != nil {
 			return out, ctx.Err()
+		}
+		if len(out) == 0 && !w.synced && !time.Now().Before(w.nextCheck) {
+			return nil, nil // idle with a remote not read yet: Run checks it again
 		}
 	}
 	return out, nil

@@ -160,11 +160,8 @@ func TestAPIResourcesReadOnly(t *testing.T) {
 			t.Errorf("unexpected resource line %q", line)
 			continue
 		}
-		// Changes are watchable; repostatuses are not (yet): nothing else, never a write verb.
+		// Everything is watchable, nothing else: never a write verb.
 		verbs := " get,list,watch "
-		if fields[0] == "repostatuses" {
-			verbs = " get,list "
-		}
 		if !strings.Contains(line, verbs) {
 			t.Errorf("%s: verbs are not exactly%s: %q", fields[0], verbs, line)
 		}
@@ -229,9 +226,9 @@ func TestExplain(t *testing.T) {
 	if !strings.Contains(out, "username of the impersonating user") {
 		t.Errorf("kubectl explain resourcechange.actor.impersonator:\n%s", out)
 	}
-	out = kubectl(t, "explain", "repostatus.pendingChanges")
-	if !strings.Contains(out, "how many accepted changes wait to be committed") {
-		t.Errorf("kubectl explain repostatus.pendingChanges:\n%s", out)
+	out = kubectl(t, "explain", "repostatus.status.pendingChanges")
+	if !strings.Contains(out, "how many accepted changes are not in Git yet") {
+		t.Errorf("kubectl explain repostatus.status.pendingChanges:\n%s", out)
 	}
 }
 

@@ -222,9 +222,20 @@ subjects: [{kind: User, name: alice, apiGroup: rbac.authorization.k8s.io}, {kind
 	if _, err := kubectlAs(admin, "", "get", "resourcechanges", "-n", "watched", "--field-selector", "color=blue"); err == nil || !strings.Contains(err.Error(), "supported") {
 		t.Errorf("unknown field selector: want a 400 naming the supported ones, got %v", err)
 	}
-	rs := kubectl(t, "get", "repostatus", "history", "-n", "watched", "-o", "jsonpath={.headCommit} {.conditions[?(@.type==\"Ready\")].status}")
 	head := strings.TrimSpace(git(t, repo, "rev-parse", "main"))
+	rs := kubectl(t, "get", "repostatus", "history", "-n", "watched", "-o", "jsonpath={.status.headCommit} {.status.conditions[?(@.type==\"Ready\")].status}")
 	if rs != head+" True" {
 		t.Errorf("repostatus: %q, git head %s", rs, head)
+	}
+	// The GitDestination carries the same head once its status caught up (head moves are written at
+	// most every few seconds).
+	if err := framework.WaitFor(ctx, 30*time.Second, func() error {
+		gd := kubectl(t, "get", "gitdestination", "history", "-n", "watched", "-o", "jsonpath={.status.headCommit} {.status.pendingChanges} {.status.conditions[?(@.type==\"Ready\")].reason}")
+		if gd != head+" 0 Pushed" {
+			return fmt.Errorf("GitDestination status %q, git head %s", gd, head)
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
 	}
 }

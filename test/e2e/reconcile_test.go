@@ -253,10 +253,10 @@ spec:
 			if err := json.Unmarshal([]byte(out), &rs); err != nil {
 				return err
 			}
-			c := meta.FindStatusCondition(rs.Conditions, "Synced")
-			if len(rs.Orphans) != 1 || rs.Orphans[0].Path != "recon-b/core/configmaps/drop.yaml" || rs.Orphans[0].Reason != "OutOfScope" ||
-				c == nil || c.Status != metav1.ConditionFalse || c.Reason != "OrphansFound" {
-				return fmt.Errorf("RepoStatus orphans %+v, Synced %+v", rs.Orphans, c)
+			c := meta.FindStatusCondition(rs.Status.Conditions, "Synced")
+			if o := rs.Status.Orphans; len(o) != 1 || o[0].Path != "recon-b/core/configmaps/drop.yaml" || o[0].Reason != historyv1alpha1.OrphanOutOfScope ||
+				rs.Status.OrphanCount != 1 || c == nil || c.Status != metav1.ConditionFalse || c.Reason != "OrphansFound" {
+				return fmt.Errorf("RepoStatus orphans %+v (count %d), Synced %+v", o, rs.Status.OrphanCount, c)
 			}
 			return nil
 		})
