@@ -54,6 +54,7 @@ func TestConfigurationReferenceMatchesFlags(t *testing.T) {
 	for _, section := range []string{"kubehistory", "audit webhook", "NATS JetStream", "reconciler", "trust"} {
 		fs, ok := fss.FlagSets[section]
 		if !ok {
+			t.Errorf("--help has no flag section %q: the test names sections that must be documented", section)
 			continue
 		}
 		for _, name := range flagNames(fs) {
