@@ -9,11 +9,11 @@ const (
 	// ConditionReady is True when the object is valid and in effect.
 	ConditionReady = "Ready"
 
-	ReasonReady               = "Ready"
-	ReasonUnknownResource     = "UnknownResource"
-	ReasonDestinationMissing  = "DestinationMissing"
-	ReasonAccessDenied        = "AccessDenied"
-	ReasonInvalidSpec         = "InvalidSpec"
+	ReasonReady              = "Ready"
+	ReasonUnknownResource    = "UnknownResource"
+	ReasonDestinationMissing = "DestinationMissing"
+	ReasonAccessDenied       = "AccessDenied"
+	ReasonInvalidSpec        = "InvalidSpec"
 	// Reasons of a GitDestination's Ready condition, set by the replica holding its writer lease.
 	//
 	// ReasonPushed (True): the writer's last push succeeded.
