@@ -16,6 +16,29 @@ import (
 
 const matrixNS = "matrix"
 
+// matrixNamespaces records the test's own namespace, cluster-scoped: a destination in a trusted
+// namespace and a ClusterWatchRule on Namespaces (scope Cluster) selecting it by label. It is applied
+// before the namespace exists, so that its creation is recorded from the audit event.
+const matrixNamespaces = `apiVersion: config.kubehistory.io/v1alpha1
+kind: GitDestination
+metadata: {name: matrix-namespaces, namespace: kubehistory-system}
+spec:
+  url: file://%s
+  commitWindow: 1s
+---
+apiVersion: config.kubehistory.io/v1alpha1
+kind: ClusterWatchRule
+metadata: {name: matrix-namespaces}
+spec:
+  destinationRef: {name: matrix-namespaces, namespace: kubehistory-system}
+  objectSelector:
+    matchLabels: {kubehistory.io/e2e: write-matrix}
+  rules:
+  - apiGroups: [""]
+    resources: ["namespaces"]
+    scope: Cluster
+`
+
 const matrixSetup = `apiVersion: config.kubehistory.io/v1alpha1
 kind: GitDestination
 metadata: {name: history, namespace: matrix}
@@ -101,7 +124,18 @@ func TestWriteMatrix(t *testing.T) {
 		}
 		users[u] = kc
 	}
-	kubectl(t, "create", "namespace", matrixNS)
+	nsRepo := filepath.Join(t.TempDir(), "matrix-namespaces.git")
+	if out, err := exec.Command("git", "init", "-q", "--bare", "-b", "main", nsRepo).CombinedOutput(); err != nil {
+		t.Fatalf("git init: %v: %s", err, out)
+	}
+	if _, err := kubectlAs(admin, fmt.Sprintf(matrixNamespaces, nsRepo), "apply", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	kubectl(t, "wait", "--for=condition=Ready", "--timeout=60s", "clusterwatchrule/matrix-namespaces")
+	kubectl(t, "-n", "kubehistory-system", "wait", "--for=condition=Ready", "--timeout=60s", "gitdestination/matrix-namespaces")
+	if _, err := kubectlAs(admin, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: "+matrixNS+"\n  labels: {kubehistory.io/e2e: write-matrix}\n", "create", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := kubectlAs(admin, fmt.Sprintf(matrixSetup, repo), "apply", "-f", "-"); err != nil {
 		t.Fatal(err)
 	}
@@ -250,11 +284,11 @@ func TestWriteMatrix(t *testing.T) {
 		}
 	}
 
-	// The namespace itself is cluster-scoped: the ClusterWatchRule on Namespaces (scope Cluster) of the
-	// suite's first destination (seedHistory) records its creation and its label from audit events.
+	// The namespace itself is cluster-scoped: its ClusterWatchRule (scope Cluster) records its creation
+	// and its label from the audit events, as ClusterResourceChanges.
 	var nsEntries []string
 	if err := framework.WaitFor(ctx, 90*time.Second, func() error {
-		out, err := kubectlAs(admin, "", "get", "clusterresourcechanges", "--field-selector", "object.name="+matrixNS,
+		out, err := kubectlAs(admin, "", "get", "clusterresourcechanges", "--field-selector", "object.name="+matrixNS+",git.destination=matrix-namespaces",
 			"-o", `jsonpath={range .items[*]}{.verb}/{.actor.username}/{.source}/{.object.namespace}{"\n"}{end}`)
 		if err != nil {
 			return err
