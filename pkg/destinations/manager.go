@@ -304,6 +304,10 @@ func (m *Manager) config(ctx context.Context, gd *configv1alpha1.GitDestination)
 			return cfg, configv1alpha1.ReasonInvalidSpec, err
 		}
 	}
+	if scheme, _ := URLScheme(gd.Spec.URL); scheme == "ssh" && (len(cfg.Credentials.SSHPrivateKey) == 0 || len(cfg.Credentials.KnownHosts) == 0) {
+		// Reported here rather than by a writer failing to start every few seconds.
+		return cfg, configv1alpha1.ReasonCredentialsMissing, fmt.Errorf("an ssh destination needs a credentials Secret with ssh-privatekey and known_hosts (host keys are always verified)")
+	}
 	cfg.Scope = m.opts.Scope
 	return cfg, "", nil
 }

@@ -227,6 +227,8 @@ func TestConfigRefusesUnsafeDestinations(t *testing.T) {
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "sa-token"}, Data: map[string][]byte{"token": []byte("x")}},
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "git", Labels: map[string]string{CredentialsLabel: "true"}},
 			Data: map[string][]byte{"username": []byte("u"), "password": []byte("p")}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "ssh"}, Type: CredentialsSecretType,
+			Data: map[string][]byte{"ssh-privatekey": []byte("key"), "known_hosts": []byte("git.example ssh-ed25519 AAAA")}},
 	)
 	m := New(Options{Key: installkey.ForTest("destinations")}, nil, kube, nil, nil, nil)
 	gd := func(url, secret string) *configv1alpha1.GitDestination {
@@ -245,7 +247,9 @@ func TestConfigRefusesUnsafeDestinations(t *testing.T) {
 		{"unknown scheme", "ftp://x/y", "", configv1alpha1.ReasonURLSchemeNotAllowed},
 		{"a Secret that did not opt in", "https://git.example/x.git", "sa-token", configv1alpha1.ReasonCredentialsNotOptedIn},
 		{"opted-in credentials over https", "https://git.example/x.git", "git", ""},
-		{"scp-style ssh", "git@git.example:x.git", "", ""},
+		{"scp-style ssh without credentials", "git@git.example:x.git", "", configv1alpha1.ReasonCredentialsMissing},
+		{"ssh with a Secret lacking known_hosts", "ssh://git@git.example/x.git", "git", configv1alpha1.ReasonCredentialsMissing},
+		{"scp-style ssh with key and known_hosts", "git@git.example:x.git", "ssh", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			kube.ClearActions()
