@@ -3,16 +3,20 @@ SHELL := /usr/bin/env bash
 GO ?= go
 BIN := bin
 
-.PHONY: all build test test-unit test-e2e test-reliability test-reliability-broken test-leak-broken test-matrix-broken generate verify demo demo-down fuzz bench clean
+.PHONY: all build test test-deps test-unit test-e2e test-reliability test-reliability-broken test-leak-broken test-matrix-broken generate verify demo demo-down fuzz bench clean
 
 all: build
 
 build: ## Build kubehistory-apiserver into bin/
 	$(GO) build -o $(BIN)/kubehistory-apiserver ./cmd/kubehistory-apiserver
 
-test: ## Every test: unit, integration (embedded JetStream, real git), e2e on a real local control plane, and the reliability suite (verbose: it prints its figures)
+test: test-deps ## Every test: unit, integration (embedded JetStream, real git), e2e on a real local control plane, and the reliability suite (verbose: it prints its figures)
 	$(GO) test -count=1 -timeout 60m $$($(GO) list ./... | grep -v /test/reliability)
 	$(GO) test -count=1 -timeout 30m -v ./test/reliability/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|reliability:|\s+reliability_test)'; exit $${PIPESTATUS[0]}
+
+test-deps: ## What the tests run beside Go: OpenSSH's sshd (Debian package, when missing) and the sops CLI (built from the module proxy, cached)
+	hack/install-test-deps.sh
+	hack/sops.sh
 
 test-unit: ## Tests that need no control plane
 	$(GO) test -count=1 $$($(GO) list ./... | grep -v /test/)
