@@ -70,6 +70,8 @@ type Options struct {
 	StripAnnotations   []string
 	// Scope applies the rules' objectSelectors to objects the writers fetch.
 	Scope gitwriter.Scope
+	// GapGrace of the writers (gitwriter.Config.GapGrace); zero keeps the default.
+	GapGrace time.Duration
 	// StatusInterval spaces the GitDestination status writes that only move the head or the lag; a
 	// change of the Ready condition is written at once.
 	StatusInterval time.Duration
@@ -309,6 +311,7 @@ func (m *Manager) config(ctx context.Context, gd *configv1alpha1.GitDestination)
 		return cfg, configv1alpha1.ReasonCredentialsMissing, fmt.Errorf("an ssh destination needs a credentials Secret with ssh-privatekey and known_hosts (host keys are always verified)")
 	}
 	cfg.Scope = m.opts.Scope
+	cfg.GapGrace = m.opts.GapGrace
 	return cfg, "", nil
 }
 

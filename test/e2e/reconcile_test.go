@@ -65,7 +65,7 @@ func TestReconcile(t *testing.T) {
 	run(t, "", "-n", "recon-b", "label", "configmap", "keep", "app=keep")
 	run(t, "", "-n", "recon-b", "create", "configmap", "drop", "--from-literal=k=drop")
 
-	kh, err := plane.InstallKubehistory(ctx, framework.InstallOptions{ExtraArgs: []string{"--reconcile-interval=3s", "--reconcile-settle=2s"}})
+	kh, err := plane.InstallKubehistory(ctx, framework.InstallOptions{ExtraArgs: []string{"--reconcile-interval=3s", "--reconcile-settle=2s", "--gap-grace=10s"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,7 +67,7 @@ spec:
 	waitForEntries(ctx, t, ns, map[string]int{"create/db": 1, "patch/db": 1})
 
 	file := git(t, repo, "show", "main:"+ns+"/core/secrets/db.yaml")
-	sc.scanGit(repo)
+	sc.scanRepo(repo)
 	for _, f := range sc.found {
 		t.Error(f)
 	}

@@ -182,6 +182,7 @@ func (o *Options) buildPipeline(ctx context.Context, idx *index.Index, clientCon
 		SensitiveResources: o.Security.SensitiveResources,
 		SensitivePaths:     o.Security.SensitivePaths,
 		StripAnnotations:   o.Security.StripAnnotations,
+		GapGrace:           o.Reconcile.GapGrace,
 		Scope:              scope,
 	}, p.cfgInf.Config().V1alpha1().GitDestinations().Lister(), kube, client, p.publisher.JetStream(), gitwriter.DynamicFetcher{Client: dyn})
 	if _, err := p.cfgInf.Config().V1alpha1().GitDestinations().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
