@@ -13,7 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+
 	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
+	versioned "github.com/kubehistory/kubehistory/pkg/generated/clientset/versioned"
+	"github.com/kubehistory/kubehistory/pkg/generated/informers/externalversions"
 	"github.com/kubehistory/kubehistory/test/framework"
 )
 
@@ -178,6 +183,53 @@ spec:
 		kubectl(t, "-n", statusNS, "create", "configmap", "while-watching", "--from-literal=a=b")
 		line := until("an update of the healthy destination", func(l string) bool { return strings.HasPrefix(l, "MODIFIED") && strings.Contains(l, "healthy") })
 		t.Logf("watched: %s", line)
+	})
+
+	t.Run("the generated RepoStatus informer syncs and follows updates", func(t *testing.T) {
+		for _, contentType := range []string{"application/json", "application/vnd.kubernetes.protobuf"} {
+			t.Run(contentType, func(t *testing.T) {
+				cfg, err := clientcmd.BuildConfigFromFlags("", admin)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cfg.ContentType = contentType
+				client, err := versioned.NewForConfig(cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				factory := externalversions.NewSharedInformerFactoryWithOptions(client, 0, externalversions.WithNamespace(statusNS))
+				inf := factory.History().V1alpha1().RepoStatuses()
+				informer := inf.Informer()
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+				factory.Start(ctx.Done())
+				defer func() {
+					cancel()
+					factory.Shutdown()
+				}()
+				if !cache.WaitForCacheSync(ctx.Done(), informer.HasSynced) {
+					t.Fatal("the RepoStatus informer did not sync")
+				}
+				before, err := inf.Lister().RepoStatuses(statusNS).Get("healthy")
+				if err != nil {
+					t.Fatal(err)
+				}
+				name := "informer-" + strings.TrimPrefix(contentType[strings.LastIndex(contentType, "/")+1:], "vnd.kubernetes.")
+				kubectl(t, "-n", statusNS, "create", "configmap", name, "--from-literal=a=b")
+				if err := framework.WaitFor(ctx, 90*time.Second, func() error {
+					rs, err := inf.Lister().RepoStatuses(statusNS).Get("healthy")
+					if err != nil {
+						return err
+					}
+					head := strings.TrimSpace(git(t, healthy, "rev-parse", "main"))
+					if rs.Status.HeadCommit == before.Status.HeadCommit || rs.Status.HeadCommit != head {
+						return fmt.Errorf("the informer's RepoStatus head %s (before %s), Git %s", rs.Status.HeadCommit, before.Status.HeadCommit, head)
+					}
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+			})
+		}
 	})
 
 	t.Run("field selectors are honoured", func(t *testing.T) {
