@@ -400,6 +400,9 @@ func (m *Manager) lead(ctx context.Context, key string, ref change.DestinationRe
 	if bad != nil {
 		klog.InfoS("GitDestination cannot be written", "destination", key, "reason", bad.reason, "message", bad.message)
 		rep.refuse(bad)
+		if err := gitwriter.SetRepoStatusRefused(ctx, m.js, ref, m.opts.Identity, bad.reason, bad.message); err != nil && ctx.Err() == nil {
+			klog.ErrorS(err, "Storing the RepoStatus of a GitDestination that cannot be written", "destination", key)
+		}
 		<-ctx.Done()
 		return
 	}

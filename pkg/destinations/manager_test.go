@@ -341,6 +341,17 @@ func TestStatusReportsFailuresAndDeletion(t *testing.T) {
 			strings.Contains(c.Message, "team-a/missing not found") && st.ObservedGeneration == 1 && st.Writer == "replica-a"
 	})
 
+	// Its RepoStatus says the same.
+	kv, err := gitwriter.StatusBucketKV(ctx, pub.JetStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		st, err := gitwriter.ReadRepoStatus(ctx, kv, change.DestinationRef{Namespace: "team-a", Name: "nocreds"})
+		c := meta.FindStatusCondition(st.Conditions, configv1alpha1.ConditionReady)
+		return err == nil && c != nil && c.Status == metav1.ConditionFalse && c.Reason == configv1alpha1.ReasonCredentialsMissing
+	})
+
 	dest := change.DestinationRef{Namespace: "team-a", Name: "frozen"}
 	obj := historyv1alpha1.ChangedObject{Version: "v1", Resource: "configmaps", Kind: "ConfigMap", Namespace: "team-a", Name: "web", ResourceVersion: "1"}
 	if err := pub.Publish(ctx, []change.Change{{
@@ -357,10 +368,6 @@ func TestStatusReportsFailuresAndDeletion(t *testing.T) {
 			strings.Contains(c.Message, "refused the push") && st.PendingChanges == 1 && st.OldestPendingTime != nil
 	})
 
-	kv, err := gitwriter.StatusBucketKV(ctx, pub.JetStream())
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, err := gitwriter.ReadRepoStatus(ctx, kv, dest); err != nil {
 		t.Fatalf("no RepoStatus for a running writer: %v", err)
 	}

@@ -96,6 +96,28 @@ func RepoStatusDestinations(ctx context.Context, kv jetstream.KeyValue) ([]chang
 	return out, nil
 }
 
+// SetRepoStatusRefused stores, for a destination whose writer cannot run (an invalid spec, missing
+// credentials), Ready False with why, keeping the rest of its status: its RepoStatus then says what its
+// GitDestination says instead of what the last writer saw.
+func SetRepoStatusRefused(ctx context.Context, js jetstream.JetStream, ref change.DestinationRef, identity, reason, message string) error {
+	kv, err := StatusBucketKV(ctx, js)
+	if err != nil {
+		return err
+	}
+	st, err := ReadRepoStatus(ctx, kv, ref)
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return err
+	}
+	if c := meta.FindStatusCondition(st.Conditions, ConditionReady); c != nil && c.Status == metav1.ConditionFalse && c.Reason == reason &&
+		c.Message == message && st.Writer == identity {
+		return nil
+	}
+	now := metav1.Now()
+	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse, Reason: reason, Message: message})
+	st.LastError, st.LastErrorTime, st.Writer = message, &now, identity
+	return writeRepoStatus(ctx, kv, ref, &st)
+}
+
 func writeRepoStatus(ctx context.Context, kv jetstream.KeyValue, ref change.DestinationRef, st *change.RepoState) error {
 	b, err := json.Marshal(st)
 	if err != nil {
