@@ -146,6 +146,32 @@ func TestRuleCache(t *testing.T) {
 		t.Errorf("new namespace: %v", got)
 	}
 
+	// ClusterWatchRules reach only destinations in trusted namespaces; WatchRules are not concerned.
+	rbacObj := ObjectInfo{Group: "rbac.authorization.k8s.io", Resource: "clusterroles", Name: "viewer"}
+	teamCM := ObjectInfo{Resource: "configmaps", Namespace: "team-a", Name: "x", LabelsKnown: true}
+	rc.Trust = NewDestinationTrust([]string{"kubehistory-system"})
+	if got := rc.Match(rbacObj); got != nil {
+		t.Errorf("a ClusterWatchRule reached the untrusted namespace platform: %v", got)
+	}
+	if got := rc.Match(teamCM); !reflect.DeepEqual(got, []change.DestinationRef{repo}) {
+		t.Errorf("trust changed a WatchRule's match: %v", got)
+	}
+	rc.Trust = NewDestinationTrust([]string{"platform"})
+	if got := rc.Match(rbacObj); !reflect.DeepEqual(got, []change.DestinationRef{cluster}) {
+		t.Errorf("trusted platform: %v", got)
+	}
+	if NewDestinationTrust([]string{"*"}).Trusts("anything") != true || NewDestinationTrust(nil).Trusts("x") {
+		t.Error("\"*\" must trust every namespace, an empty list none")
+	}
+	rc.Trust = nil
+	// Selects is what the writer asks about a fetched object: the labels decide.
+	if rc.Selects(repo, ObjectInfo{Resource: "configmaps", Namespace: "team-a", Name: "x", LabelsKnown: true, Labels: map[string]string{"skip": "1"}}) {
+		t.Error("Selects ignored the objectSelector")
+	}
+	if !rc.Selects(repo, teamCM) || rc.Selects(cluster, teamCM) {
+		t.Error("Selects does not follow the rules' destinations")
+	}
+
 	if err := cfg.ConfigV1alpha1().WatchRules("team-a").Delete(ctx, "cms", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
