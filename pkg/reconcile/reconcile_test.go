@@ -26,6 +26,7 @@ import (
 	"github.com/kubehistory/kubehistory/pkg/change"
 	versionedfake "github.com/kubehistory/kubehistory/pkg/generated/clientset/versioned/fake"
 	"github.com/kubehistory/kubehistory/pkg/generated/informers/externalversions"
+	"github.com/kubehistory/kubehistory/pkg/ingest"
 )
 
 // served is what the fake discovery answers.
@@ -350,5 +351,39 @@ func TestSyncConditions(t *testing.T) {
 		if c.Status != metav1.ConditionFalse || c.Reason != tc.reason || !strings.HasPrefix(c.Message, tc.msg) {
 			t.Errorf("%s/%s Ready=%s %s %q, want %s %q", tc.ns, tc.name, c.Status, c.Reason, c.Message, tc.reason, tc.msg)
 		}
+	}
+}
+
+// A ClusterWatchRule aimed at a GitDestination in a namespace the server does not trust is not seeded
+// and reports DestinationNotTrusted.
+func TestSyncUntrustedDestination(t *testing.T) {
+	cwr := &configv1alpha1.ClusterWatchRule{ObjectMeta: metav1.ObjectMeta{Name: "all-configmaps", Generation: 2},
+		Spec: configv1alpha1.ClusterWatchRuleSpec{
+			DestinationRef:    configv1alpha1.DestinationReference{Namespace: "team-a", Name: "history"},
+			NamespaceSelector: &metav1.LabelSelector{},
+			Rules: []configv1alpha1.ClusterResourceRule{{ResourceRule: configv1alpha1.ResourceRule{APIGroups: []string{""}, Resources: []string{"configmaps"}},
+				Scope: configv1alpha1.ScopeAll}},
+		}}
+	f := newFixture(t,
+		[]runtime.Object{&configv1alpha1.GitDestination{ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "history"}}, cwr},
+		[]runtime.Object{obj("v1", "ConfigMap", "team-b", "x", nil)}, 0)
+	f.r.opts.Trust = ingest.NewDestinationTrust([]string{"kubehistory-system"})
+	ctx := context.Background()
+	if err := f.r.Sync(ctx, "team-a/history"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range f.pub.changes {
+		if c.OrphanCheck == nil {
+			t.Errorf("seed published for an untrusted destination: %+v", c.Object)
+		}
+	}
+	got, err := f.config.ConfigV1alpha1().ClusterWatchRules().Get(ctx, "all-configmaps", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := readyOf(t, got.Status.Conditions)
+	if c.Status != metav1.ConditionFalse || c.Reason != configv1alpha1.ReasonDestinationNotTrusted || c.ObservedGeneration != 2 ||
+		!strings.Contains(c.Message, `"team-a"`) {
+		t.Errorf("Ready=%s %s %q (generation %d)", c.Status, c.Reason, c.Message, c.ObservedGeneration)
 	}
 }
