@@ -325,12 +325,21 @@ func (m *Manager) Policy(dest change.DestinationRef) sanitize.Options {
 		SensitivePaths:     m.opts.SensitivePaths,
 		StripAnnotations:   m.opts.StripAnnotations,
 	}
+	// Called for every change ingest publishes: no allocation unless the destination adds its own.
 	if gd, err := m.lister.GitDestinations(dest.Namespace).Get(dest.Name); err == nil {
-		opts.SensitiveResources = append(slices.Clone(opts.SensitiveResources), gd.Spec.SensitiveResources...)
-		opts.SensitivePaths = append(slices.Clone(opts.SensitivePaths), gd.Spec.SensitivePaths...)
-		opts.StripAnnotations = append(slices.Clone(opts.StripAnnotations), gd.Spec.StripAnnotations...)
+		opts.SensitiveResources = concat(opts.SensitiveResources, gd.Spec.SensitiveResources)
+		opts.SensitivePaths = concat(opts.SensitivePaths, gd.Spec.SensitivePaths)
+		opts.StripAnnotations = concat(opts.StripAnnotations, gd.Spec.StripAnnotations)
 	}
 	return opts
+}
+
+// concat appends more to a shared base without ever writing into base's backing array.
+func concat(base, more []string) []string {
+	if len(more) == 0 {
+		return base
+	}
+	return append(slices.Clip(base), more...)
 }
 
 // URLScheme is the scheme of a repository URL: "ssh" for scp-style user@host:path.

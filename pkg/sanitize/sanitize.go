@@ -172,7 +172,8 @@ func clean(m map[string]interface{}, opts Options) error {
 			delete(md, key)
 		}
 	}
-	return redactValues(m, opts)
+	_, err := redactValues(m, opts)
+	return err
 }
 
 // AppliesTo says whether objects of group/resource have anything sensitive under opts: every core
@@ -231,8 +232,8 @@ func Redact(raw []byte, opts Options) (out []byte, redacted bool, err error) {
 			stripAnnotations(mm, opts)
 		}
 	}
-	sensitive := IsSensitive(m, opts) || len(matchingPaths(m, opts)) > 0
-	if err := redactValues(m, opts); err != nil {
+	sensitive, err := redactValues(m, opts)
+	if err != nil {
 		return nil, false, err
 	}
 	out, err = json.Marshal(m)
@@ -252,14 +253,15 @@ func stripAnnotations(annotations map[string]interface{}, opts Options) {
 }
 
 // redactValues replaces the values of a sensitive resource and of the sensitive paths by fingerprints.
-func redactValues(m map[string]interface{}, opts Options) error {
+// It reports whether anything of the object is sensitive.
+func redactValues(m map[string]interface{}, opts Options) (bool, error) {
 	paths := matchingPaths(m, opts)
 	secret := IsSensitive(m, opts) && !(opts.encrypt && isSecret(m, opts))
 	if !secret && len(paths) == 0 {
-		return nil
+		return false, nil
 	}
 	if opts.Key.IsZero() {
-		return ErrNoKey
+		return false, ErrNoKey
 	}
 	f := fingerprinter{key: opts.Key, keep: opts.Redacted}
 	if secret {
@@ -268,7 +270,7 @@ func redactValues(m map[string]interface{}, opts Options) error {
 	for _, p := range paths {
 		redactPath(m, p, f)
 	}
-	return nil
+	return true, nil
 }
 
 // fingerprinter replaces values by their fingerprints; with keep, a value that already is a fingerprint
