@@ -22,10 +22,7 @@ import (
 func TestForeignCommitIsNotTrusted(t *testing.T) {
 	ctx := context.Background()
 	admin := env.plane.AdminKubeconfig
-	repo := filepath.Join(t.TempDir(), "forgery.git")
-	if out, err := exec.Command("git", "init", "-q", "--bare", "-b", "main", repo).CombinedOutput(); err != nil {
-		t.Fatalf("git init: %v: %s", err, out)
-	}
+	repo := bareRepo(t, "forgery.git")
 	kubectl(t, "create", "namespace", "forgery")
 	setup := fmt.Sprintf(`apiVersion: config.kubehistory.io/v1alpha1
 kind: GitDestination

@@ -266,25 +266,27 @@ func TestHistoryPaging(t *testing.T) {
 	}
 }
 
-// TestHistoryKubectlWatch runs kubectl get -w and makes a change after it started.
-func TestHistoryKubectlWatch(t *testing.T) {
-	setupHistory(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, framework.Kubectl, "--kubeconfig", env.plane.AdminKubeconfig, "get", "resourcechanges", "-n", historyNS, "-w")
+// kubectlWatch runs a watching kubectl command until ctx ends or the test is over; its stdout comes
+// line by line (closed when kubectl exits), its stderr is collected for failure messages.
+func kubectlWatch(ctx context.Context, t *testing.T, kubeconfig string, args ...string) (<-chan string, *bytes.Buffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(ctx)
+	cmd := exec.CommandContext(ctx, framework.Kubectl, append([]string{"--kubeconfig", kubeconfig}, args...)...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
+		cancel()
 		t.Fatal(err)
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	stderr := &bytes.Buffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
+		cancel()
 		t.Fatal(err)
 	}
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
 		_ = cmd.Wait()
-	}()
+	})
 	lines := make(chan string, 1024)
 	go func() {
 		defer close(lines)
@@ -293,6 +295,15 @@ func TestHistoryKubectlWatch(t *testing.T) {
 			lines <- sc.Text()
 		}
 	}()
+	return lines, stderr
+}
+
+// TestHistoryKubectlWatch runs kubectl get -w and makes a change after it started.
+func TestHistoryKubectlWatch(t *testing.T) {
+	setupHistory(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	lines, stderr := kubectlWatch(ctx, t, env.plane.AdminKubeconfig, "get", "resourcechanges", "-n", historyNS, "-w")
 	// The list part first: at least the first history entries, then the change made while watching.
 	listed := 0
 	for listed < minHistory {

@@ -159,10 +159,7 @@ func TestSecretValuesNeverStored(t *testing.T) {
 	ctx := context.Background()
 	admin := env.plane.AdminKubeconfig
 	ns := "leak"
-	repo := filepath.Join(t.TempDir(), "leak.git")
-	if out, err := exec.Command("git", "init", "-q", "--bare", "-b", "main", repo).CombinedOutput(); err != nil {
-		t.Fatalf("git init: %v: %s", err, out)
-	}
+	repo := bareRepo(t, "leak.git")
 	sc := &leakScanner{t: t, values: map[string]string{}}
 	value := func(how string) string {
 		v := secretValue(t, strings.ReplaceAll(how, " ", "-"))
@@ -178,10 +175,7 @@ func TestSecretValuesNeverStored(t *testing.T) {
 	// A Secret that exists before the rule of the destination under test: the reconciler seeds it from
 	// a List. A first destination ("pre") tracks the namespace's Secrets already: once its history has
 	// the Secret's creation, the audit event has been handled, and the rule applied next cannot match it.
-	preRepo := filepath.Join(t.TempDir(), "pre.git")
-	if out, err := exec.Command("git", "init", "-q", "--bare", "-b", "main", preRepo).CombinedOutput(); err != nil {
-		t.Fatalf("git init: %v: %s", err, out)
-	}
+	preRepo := bareRepo(t, "pre.git")
 	pre := fmt.Sprintf(`apiVersion: config.kubehistory.io/v1alpha1
 kind: GitDestination
 metadata: {name: pre, namespace: %[1]s}
@@ -333,10 +327,7 @@ func TestObjectSelectorHoldsForSecrets(t *testing.T) {
 	ctx := context.Background()
 	admin := env.plane.AdminKubeconfig
 	ns := "selector"
-	repo := filepath.Join(t.TempDir(), "selector.git")
-	if out, err := exec.Command("git", "init", "-q", "--bare", "-b", "main", repo).CombinedOutput(); err != nil {
-		t.Fatalf("git init: %v: %s", err, out)
-	}
+	repo := bareRepo(t, "selector.git")
 	kubectl(t, "create", "namespace", ns)
 	setup := fmt.Sprintf(`apiVersion: config.kubehistory.io/v1alpha1
 kind: GitDestination

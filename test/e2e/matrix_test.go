@@ -3,8 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"os/exec"
-	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -112,10 +110,7 @@ func (e entry) String() string { return e.verb + "/" + e.actor }
 func TestWriteMatrix(t *testing.T) {
 	ctx := context.Background()
 	admin := env.plane.AdminKubeconfig
-	repo := filepath.Join(t.TempDir(), "matrix.git")
-	if out, err := exec.Command("git", "init", "-q", "--bare", "-b", "main", repo).CombinedOutput(); err != nil {
-		t.Fatalf("git init: %v: %s", err, out)
-	}
+	repo := bareRepo(t, "matrix.git")
 	users := map[string]string{"admin": admin}
 	for _, u := range []string{"alice", "bob", "carol"} {
 		kc, err := env.plane.Kubeconfig(u, "developers")
@@ -124,10 +119,7 @@ func TestWriteMatrix(t *testing.T) {
 		}
 		users[u] = kc
 	}
-	nsRepo := filepath.Join(t.TempDir(), "matrix-namespaces.git")
-	if out, err := exec.Command("git", "init", "-q", "--bare", "-b", "main", nsRepo).CombinedOutput(); err != nil {
-		t.Fatalf("git init: %v: %s", err, out)
-	}
+	nsRepo := bareRepo(t, "matrix-namespaces.git")
 	if _, err := kubectlAs(admin, fmt.Sprintf(matrixNamespaces, nsRepo), "apply", "-f", "-"); err != nil {
 		t.Fatal(err)
 	}

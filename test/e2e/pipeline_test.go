@@ -24,6 +24,17 @@ func git(t *testing.T, gitDir string, args ...string) string {
 	return string(out)
 }
 
+// bareRepo creates an empty bare repository (branch main) in the test's temp dir: a GitDestination's
+// file:// remote.
+func bareRepo(t *testing.T, name string) string {
+	t.Helper()
+	repo := filepath.Join(t.TempDir(), name)
+	if out, err := exec.Command("git", "init", "-q", "--bare", "-b", "main", repo).CombinedOutput(); err != nil {
+		t.Fatalf("git init: %v: %s", err, out)
+	}
+	return repo
+}
+
 func listChanges(t *testing.T, kubeconfig, namespace string, extra ...string) []historyv1alpha1.ResourceChange {
 	t.Helper()
 	out, err := kubectlAs(kubeconfig, "", append([]string{"get", "resourcechanges", "-n", namespace, "-o", "json"}, extra...)...)
@@ -42,10 +53,7 @@ func listChanges(t *testing.T, kubeconfig, namespace string, extra ...string) []
 func TestAuditToGitToHistory(t *testing.T) {
 	ctx := context.Background()
 	admin := env.plane.AdminKubeconfig
-	repo := filepath.Join(t.TempDir(), "history.git")
-	if out, err := exec.Command("git", "init", "-q", "--bare", "-b", "main", repo).CombinedOutput(); err != nil {
-		t.Fatalf("git init: %v: %s", err, out)
-	}
+	repo := bareRepo(t, "history.git")
 	kubectl(t, "create", "namespace", "watched")
 	kubectl(t, "create", "namespace", "unwatched")
 	setup := fmt.Sprintf(`apiVersion: config.kubehistory.io/v1alpha1

@@ -31,10 +31,7 @@ func TestSOPSDestinationRestoresSecret(t *testing.T) {
 	}
 	admin := env.plane.AdminKubeconfig
 	ns := "sops"
-	repo := filepath.Join(t.TempDir(), "sops.git")
-	if out, err := exec.Command("git", "init", "-q", "--bare", "-b", "main", repo).CombinedOutput(); err != nil {
-		t.Fatalf("git init: %v: %s", err, out)
-	}
+	repo := bareRepo(t, "sops.git")
 	kubectl(t, "create", "namespace", ns)
 	setup := fmt.Sprintf(`apiVersion: config.kubehistory.io/v1alpha1
 kind: GitDestination

@@ -1,8 +1,6 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -131,28 +129,7 @@ spec:
 	t.Run("kubectl get repostatuses -w prints an update", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, framework.Kubectl, "--kubeconfig", admin, "get", "repostatuses", "-n", statusNS, "-w", "--output-watch-events")
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer func() {
-			cancel()
-			_ = cmd.Wait()
-		}()
-		lines := make(chan string, 256)
-		go func() {
-			defer close(lines)
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() {
-				lines <- sc.Text()
-			}
-		}()
+		lines, stderr := kubectlWatch(ctx, t, admin, "get", "repostatuses", "-n", statusNS, "-w", "--output-watch-events")
 		// until reads lines until one satisfies ok.
 		until := func(what string, ok func(string) bool) string {
 			t.Helper()
