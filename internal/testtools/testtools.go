@@ -1,37 +1,39 @@
-// Package testtools finds the tools tests run that hack/ builds into kubehistory's cache.
+// Package testtools finds the tools tests run beside Go, which hack/ builds into kubehistory's cache,
+// the same way the test framework finds the control plane (hack/control-plane-bins.sh): by running the
+// script, which builds a tool once and prints its path.
 package testtools
 
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strings"
 )
 
-// SopsVersion is the sops CLI hack/sops.sh builds.
-const SopsVersion = "v3.13.3"
-
-// Cache is kubehistory's tool cache: $KUBEHISTORY_CACHE, else $XDG_CACHE_HOME/kubehistory, else
-// ~/.cache/kubehistory (as in hack/*.sh).
-func Cache() string {
-	if c := os.Getenv("KUBEHISTORY_CACHE"); c != "" {
-		return c
-	}
-	base := os.Getenv("XDG_CACHE_HOME")
-	if base == "" {
-		home, _ := os.UserHomeDir()
-		base = filepath.Join(home, ".cache")
-	}
-	return filepath.Join(base, "kubehistory")
+// repoRoot is the repository this file is in.
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
-// Sops is the path of the sops CLI ($KUBEHISTORY_SOPS overrides), or an error saying how to build it.
+// Sops is the path of the sops CLI that hack/sops.sh builds (once) and prints; $KUBEHISTORY_SOPS
+// overrides it.
 func Sops() (string, error) {
 	if p := os.Getenv("KUBEHISTORY_SOPS"); p != "" {
 		return p, nil
 	}
-	p := filepath.Join(Cache(), "bin", "sops-"+SopsVersion)
-	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("the sops CLI is not built (%v): run hack/sops.sh", err)
+	cmd := exec.Command(filepath.Join(repoRoot(), "hack", "sops.sh"))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("hack/sops.sh: %w", err)
 	}
-	return p, nil
+	for _, line := range strings.Split(string(out), "\n") {
+		if p, ok := strings.CutPrefix(line, "SOPS="); ok && p != "" {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("hack/sops.sh printed no path: %q", out)
 }
