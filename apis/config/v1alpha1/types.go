@@ -240,7 +240,8 @@ type ClusterWatchRuleList struct {
 // SecretReference names a Secret in the GitDestination's namespace.
 type SecretReference struct {
 	// name of the Secret. Keys read: "username" and "password" or "token" for HTTP(S);
-	// "ssh-privatekey" and optionally "known_hosts" for SSH.
+	// "ssh-privatekey" and "known_hosts" (both required: host keys are always verified) for SSH.
+	// The Secret must be labelled kubehistory.io/git-credentials: "true" (or be of that type).
 	// +kubebuilder:validation:MinLength=1
 	Name string `json:"name"`
 }
