@@ -78,74 +78,131 @@ func benchRepo(b *testing.B, files int) (bare, work string) {
 	return bare, work
 }
 
+// benchActors are the two actor workloads of BenchmarkCommit. The writer makes one commit per run of
+// changes by the same actor (in change time order), so the workload decides how many commits a batch
+// becomes: "runs" is what a cluster usually sends (three actors, each making a run of ~33 changes:
+// 3 commits), "interleaved" the worst case (three actors taking turns: every change its own commit).
+var benchActors = []struct {
+	name  string
+	actor func(i int) int // the actor of the i-th change of a batch
+}{
+	{"runs", func(i int) int { return i * 3 / benchBatch }},
+	{"interleaved", func(i int) int { return i % 3 }},
+}
+
+// benchRuns splits a batch into the runs of one actor the writer turns into commits.
+func benchRuns(actor func(int) int) [][2]int {
+	var runs [][2]int
+	for i := 0; i < benchBatch; i++ {
+		if i == 0 || actor(i) != actor(i-1) {
+			runs = append(runs, [2]int{i, i})
+		}
+		runs[len(runs)-1][1] = i + 1
+	}
+	return runs
+}
+
 // BenchmarkCommit commits a batch of 100 changed ConfigMaps into repositories of 10,000 and 100,000
-// files: the writer's commit path (sanitize, blobs, changed subtrees, commit; no push) against
-// `git add` + `git commit` in a checkout of the same repository, given the already-sanitized files.
+// files: the writer's commit path (sanitize, blobs, changed subtrees, commits; no push) against the git
+// CLI making the same commits in a checkout of the same repository (`git add` of each run's files and
+// `git commit --author`), given the already-sanitized files. Both make one commit per run of an actor.
 func BenchmarkCommit(b *testing.B) {
 	for _, files := range []int{10000, 100000} {
 		bare, work := benchRepo(b, files)
 		step := files / benchBatch
-		b.Run(fmt.Sprintf("files=%d/writer", files), func(b *testing.B) {
-			repo, err := git.PlainOpen(bare)
-			if err != nil {
-				b.Fatal(err)
-			}
-			ref, err := repo.Reference(plumbing.NewBranchReferenceName("main"), true)
-			if err != nil {
-				b.Fatal(err)
-			}
-			w := &Writer{cfg: Config{Destination: dest, URL: "file://" + bare, Branch: "main", Key: testKey}, storer: repo.Storer,
-				state: &state{ids: map[string]idState{}, paths: map[string]ObjectVersion{}}}
-			w.cfg.setDefaults()
-			head := ref.Hash()
-			b.ResetTimer()
-			for n := 0; n < b.N; n++ {
-				b.StopTimer()
-				batch := make([]*pending, 0, benchBatch)
-				stamp := time.Now().UnixNano()
-				for i := 0; i < benchBatch; i++ {
-					ns, name := benchPath(i * step)
-					body, _ := json.Marshal(map[string]interface{}{"apiVersion": "v1", "kind": "ConfigMap",
-						"metadata": map[string]interface{}{"name": name, "namespace": ns, "resourceVersion": fmt.Sprint(stamp + int64(i))},
-						"data":     map[string]interface{}{"value": fmt.Sprintf("v%d-%d", n, stamp)}})
-					obj := historyv1alpha1.ChangedObject{Version: "v1", Resource: "configmaps", Namespace: ns, Name: name}
-					batch = append(batch, &pending{seq: uint64(i), ch: change.Change{Body: body, Change: historyv1alpha1.Change{
-						Object: obj, Verb: historyv1alpha1.VerbUpdate, Actor: historyv1alpha1.Actor{Username: fmt.Sprintf("user%d", i%3)},
-						ChangeID: fmt.Sprintf("%d-%d", stamp, i), ChangeTime: metav1.NewMicroTime(time.Now())}}})
-				}
-				b.StartTimer()
-				if err := w.resolve(nil, batch); err != nil {
-					b.Fatal(err)
-				}
-				res, err := w.build(head, batch, time.Now())
+		for _, actors := range benchActors {
+			runs := benchRuns(actors.actor)
+			b.Run(fmt.Sprintf("files=%d/actors=%s/writer", files, actors.name), func(b *testing.B) {
+				repo, err := git.PlainOpen(bare)
 				if err != nil {
 					b.Fatal(err)
 				}
-				head = res.head
-			}
-			b.StopTimer()
-			b.ReportMetric(float64(benchBatch*b.N)/b.Elapsed().Seconds(), "changes/s")
-			if err := repo.Storer.SetReference(plumbing.NewHashReference("refs/heads/bench-writer", head)); err != nil {
-				b.Fatal(err)
-			}
-		})
-		b.Run(fmt.Sprintf("files=%d/git-cli", files), func(b *testing.B) {
-			for n := 0; n < b.N; n++ {
-				args := []string{"add", "--"}
-				for i := 0; i < benchBatch; i++ {
-					ns, name := benchPath(i * step)
-					p := filepath.Join(ns, "core", "configmaps", name+".yaml")
-					if err := os.WriteFile(filepath.Join(work, p), []byte(benchYAML(ns, name, fmt.Sprintf("v%d-%d", n, time.Now().UnixNano()))), 0o644); err != nil {
+				ref, err := repo.Reference(plumbing.NewBranchReferenceName("main"), true)
+				if err != nil {
+					b.Fatal(err)
+				}
+				w := &Writer{cfg: Config{Destination: dest, URL: "file://" + bare, Branch: "main", Key: testKey}, storer: repo.Storer,
+					state: &state{ids: map[string]idState{}, paths: map[string]ObjectVersion{}}}
+				w.cfg.setDefaults()
+				head := ref.Hash()
+				commits := 0
+				b.ResetTimer()
+				for n := 0; n < b.N; n++ {
+					b.StopTimer()
+					batch := make([]*pending, 0, benchBatch)
+					stamp := time.Now().UnixNano()
+					at := time.Now()
+					for i := 0; i < benchBatch; i++ {
+						ns, name := benchPath(i * step)
+						body, _ := json.Marshal(map[string]interface{}{"apiVersion": "v1", "kind": "ConfigMap",
+							"metadata": map[string]interface{}{"name": name, "namespace": ns, "resourceVersion": fmt.Sprint(stamp + int64(i))},
+							"data":     map[string]interface{}{"value": fmt.Sprintf("v%d-%d", n, stamp)}})
+						obj := historyv1alpha1.ChangedObject{Version: "v1", Resource: "configmaps", Namespace: ns, Name: name}
+						batch = append(batch, &pending{seq: uint64(i), ch: change.Change{Body: body, Change: historyv1alpha1.Change{
+							Object: obj, Verb: historyv1alpha1.VerbUpdate, Actor: historyv1alpha1.Actor{Username: fmt.Sprintf("user%d", actors.actor(i))},
+							ChangeID: fmt.Sprintf("%d-%d", stamp, i), ChangeTime: metav1.NewMicroTime(at.Add(time.Duration(i) * time.Microsecond))}}})
+					}
+					b.StartTimer()
+					if err := w.resolve(nil, batch); err != nil {
 						b.Fatal(err)
 					}
-					args = append(args, p)
+					res, err := w.build(head, batch, time.Now())
+					if err != nil {
+						b.Fatal(err)
+					}
+					b.StopTimer()
+					commits += commitsBetween(b, repo, head, res.head)
+					b.StartTimer()
+					head = res.head
 				}
-				gitCLI(b, work, args...)
-				gitCLI(b, work, "commit", "-q", "-m", "bench: update "+strings.Repeat("x", 10))
-			}
-			b.ReportMetric(float64(benchBatch*b.N)/b.Elapsed().Seconds(), "changes/s")
-		})
+				b.StopTimer()
+				if want := len(runs) * b.N; commits != want {
+					b.Fatalf("the writer made %d commits, want %d (one per run of an actor)", commits, want)
+				}
+				b.ReportMetric(float64(benchBatch*b.N)/b.Elapsed().Seconds(), "changes/s")
+				b.ReportMetric(float64(commits)/float64(b.N), "commits/op")
+				if err := repo.Storer.SetReference(plumbing.NewHashReference("refs/heads/bench-writer", head)); err != nil {
+					b.Fatal(err)
+				}
+			})
+			b.Run(fmt.Sprintf("files=%d/actors=%s/git-cli", files, actors.name), func(b *testing.B) {
+				for n := 0; n < b.N; n++ {
+					for _, run := range runs {
+						args := []string{"add", "--"}
+						for i := run[0]; i < run[1]; i++ {
+							ns, name := benchPath(i * step)
+							p := filepath.Join(ns, "core", "configmaps", name+".yaml")
+							if err := os.WriteFile(filepath.Join(work, p), []byte(benchYAML(ns, name, fmt.Sprintf("v%d-%d", n, time.Now().UnixNano()))), 0o644); err != nil {
+								b.Fatal(err)
+							}
+							args = append(args, p)
+						}
+						u := fmt.Sprintf("user%d", actors.actor(run[0]))
+						gitCLI(b, work, args...)
+						gitCLI(b, work, "commit", "-q", "--author="+u+" <"+u+"@localhost>", "-m", "update configmaps\n\nKubehistory-Change-Id: "+strings.Repeat("x", 40))
+					}
+				}
+				b.ReportMetric(float64(benchBatch*b.N)/b.Elapsed().Seconds(), "changes/s")
+				b.ReportMetric(float64(len(runs)), "commits/op")
+			})
+		}
 	}
+}
+
+// commitsBetween counts the first-parent commits from to (exclusive) to to (inclusive).
+func commitsBetween(b *testing.B, repo *git.Repository, from, to plumbing.Hash) int {
+	n := 0
+	for h := to; h != from; n++ {
+		c, err := repo.CommitObject(h)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(c.ParentHashes) == 0 {
+			b.Fatalf("commit %s does not descend from %s", to, from)
+		}
+		h = c.ParentHashes[0]
+	}
+	return n
 }
 
 // BenchmarkWriterThroughput is the whole path into one destination: changes published on JetStream,
