@@ -73,7 +73,7 @@ type OrphanCheck struct {
 	// Chunk is this message's index in [0, Chunks).
 	Chunk  int `json:"chunk"`
 	Chunks int `json:"chunks"`
-	// Expected are the paths, relative to the destination's path prefix (ObjectPath("", object)), of
+	// Expected are the paths, relative to the destination's path prefix (gitrecord.ObjectPath("", object)), of
 	// every object the scope covers.
 	Expected []string `json:"expected,omitempty"`
 	// Excluded are the paths of objects the pass listed but the rules' selectors leave out: their files
@@ -87,71 +87,6 @@ type OrphanCheck struct {
 	// GraceSeconds: a file counts as an orphan only once checks at least this far apart all found it
 	// so, since the audit event of a delete may still be on its way to the writer.
 	GraceSeconds int64 `json:"graceSeconds,omitempty"`
-}
-
-// ObjectPath is where an object's YAML lives in a destination's repository:
-// <prefix>/<namespace or _cluster>/<group or core>/<resource>/<name>.yaml. It is part of the contract
-// between the reconciler (which lists expected paths) and the writer (which owns the files).
-func ObjectPath(prefix string, obj historyv1alpha1.ChangedObject) string {
-	ns := obj.Namespace
-	if ns == "" {
-		ns = ClusterDir
-	}
-	group := obj.Group
-	if group == "" {
-		group = CoreGroupDir
-	}
-	parts := []string{pathSegment(ns), pathSegment(group), pathSegment(obj.Resource), pathSegment(obj.Name) + ".yaml"}
-	if prefix = strings.Trim(prefix, "/"); prefix != "" {
-		parts = append([]string{prefix}, parts...)
-	}
-	return strings.Join(parts, "/")
-}
-
-// Folder names of ObjectPath for cluster-scoped objects and the core group.
-const (
-	ClusterDir   = "_cluster"
-	CoreGroupDir = "core"
-)
-
-// ObjectFromPath is the inverse of ObjectPath("", obj) for namespace, group, resource and name; ok is
-// false for a path that ObjectPath cannot have made.
-func ObjectFromPath(rel string) (historyv1alpha1.ChangedObject, bool) {
-	parts := strings.Split(rel, "/")
-	if len(parts) != 4 || !strings.HasSuffix(parts[3], ".yaml") {
-		return historyv1alpha1.ChangedObject{}, false
-	}
-	var o historyv1alpha1.ChangedObject
-	if parts[0] != ClusterDir {
-		o.Namespace = unescapeSegment(parts[0])
-	}
-	if parts[1] != CoreGroupDir {
-		o.Group = unescapeSegment(parts[1])
-	}
-	o.Resource = unescapeSegment(parts[2])
-	o.Name = unescapeSegment(strings.TrimSuffix(parts[3], ".yaml"))
-	if o.Resource == "" || o.Name == "" {
-		return o, false
-	}
-	return o, true
-}
-
-// pathSegment keeps a name from escaping its folder: Kubernetes names cannot hold "/", but a change
-// message is outside input.
-func pathSegment(s string) string {
-	switch s {
-	case "", ".", "..":
-		return "_" + s + "_"
-	}
-	return strings.ReplaceAll(s, "/", "%2F")
-}
-
-func unescapeSegment(s string) string {
-	switch s {
-	case "__", "_._", "_.._":
-		return s[1 : len(s)-1]
-	}
-	return strings.ReplaceAll(s, "%2F", "/")
 }
 
 // Record is a committed change, as the index stores and the history API serves it.

@@ -39,8 +39,10 @@ import (
 	"github.com/kubehistory/kubehistory/pkg/change"
 	versioned "github.com/kubehistory/kubehistory/pkg/generated/clientset/versioned"
 	configlisters "github.com/kubehistory/kubehistory/pkg/generated/listers/config/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/gitrecord"
 	"github.com/kubehistory/kubehistory/pkg/gitwriter"
 	"github.com/kubehistory/kubehistory/pkg/installkey"
+	"github.com/kubehistory/kubehistory/pkg/queue"
 	"github.com/kubehistory/kubehistory/pkg/sanitize"
 )
 
@@ -238,12 +240,12 @@ func (m *Manager) sync(ctx context.Context) {
 // of it comes after), and once at start; a destination the informer does not know yet is asked of the
 // API server before its status is deleted.
 func (m *Manager) collectRepoStatuses(ctx context.Context, present map[string]bool) error {
-	kv, err := gitwriter.StatusBucketKV(ctx, m.js)
+	store, err := queue.OpenStatusStore(ctx, m.js)
 	if err != nil {
 		klog.ErrorS(err, "Opening the RepoStatus bucket")
 		return err
 	}
-	refs, err := gitwriter.RepoStatusDestinations(ctx, kv)
+	refs, err := store.List(ctx)
 	if err != nil {
 		klog.ErrorS(err, "Listing RepoStatuses")
 		return err
@@ -258,7 +260,7 @@ func (m *Manager) collectRepoStatuses(ctx context.Context, present map[string]bo
 			}
 			continue
 		}
-		if err := gitwriter.DeleteRepoStatus(ctx, kv, ref); err != nil {
+		if err := store.Delete(ctx, ref); err != nil {
 			klog.ErrorS(err, "Deleting the RepoStatus of a deleted GitDestination", "destination", ref.String())
 			continue
 		}
@@ -409,7 +411,7 @@ func (m *Manager) lead(ctx context.Context, key string, ref change.DestinationRe
 	if bad != nil {
 		klog.InfoS("GitDestination cannot be written", "destination", key, "reason", bad.reason, "message", bad.message)
 		rep.refuse(bad)
-		if err := gitwriter.SetRepoStatusRefused(ctx, m.js, ref, m.opts.Identity, bad.reason, bad.message); err != nil && ctx.Err() == nil {
+		if err := m.setRefused(ctx, ref, bad); err != nil && ctx.Err() == nil {
 			klog.ErrorS(err, "Storing the RepoStatus of a GitDestination that cannot be written", "destination", key)
 		}
 		<-ctx.Done()
@@ -418,9 +420,18 @@ func (m *Manager) lead(ctx context.Context, key string, ref change.DestinationRe
 	m.runWriter(ctx, key, cfg, rep)
 }
 
+// setRefused stores the RepoStatus of a destination whose writer cannot run.
+func (m *Manager) setRefused(ctx context.Context, ref change.DestinationRef, bad *invalid) error {
+	store, err := queue.OpenStatusStore(ctx, m.js)
+	if err != nil {
+		return err
+	}
+	return gitwriter.SetRepoStatusRefused(ctx, store, ref, m.opts.Identity, bad.reason, bad.message)
+}
+
 // runWriter runs the destination's writer until ctx ends (the lease is lost or the destination changed).
 func (m *Manager) runWriter(ctx context.Context, key string, cfg gitwriter.Config, rep *reporter) {
-	klog.InfoS("Starting Git writer", "destination", key, "url", gitwriter.RedactedURL(cfg.URL), "branch", cfg.Branch, "replica", m.opts.Identity)
+	klog.InfoS("Starting Git writer", "destination", key, "url", gitrecord.RedactedURL(cfg.URL), "branch", cfg.Branch, "replica", m.opts.Identity)
 	// Run retries push failures itself; it returns on ctx end or on a fatal error, after which it is
 	// started again.
 	wait.UntilWithContext(ctx, func(ctx context.Context) {

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -342,12 +341,12 @@ func TestStatusReportsFailuresAndDeletion(t *testing.T) {
 	})
 
 	// Its RepoStatus says the same.
-	kv, err := gitwriter.StatusBucketKV(ctx, pub.JetStream())
+	kv, err := queue.OpenStatusStore(ctx, pub.JetStream())
 	if err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool {
-		st, err := gitwriter.ReadRepoStatus(ctx, kv, change.DestinationRef{Namespace: "team-a", Name: "nocreds"})
+		st, err := kv.Get(ctx, change.DestinationRef{Namespace: "team-a", Name: "nocreds"})
 		c := meta.FindStatusCondition(st.Conditions, configv1alpha1.ConditionReady)
 		return err == nil && c != nil && c.Status == metav1.ConditionFalse && c.Reason == configv1alpha1.ReasonCredentialsMissing
 	})
@@ -368,7 +367,7 @@ func TestStatusReportsFailuresAndDeletion(t *testing.T) {
 			strings.Contains(c.Message, "refused the push") && st.PendingChanges == 1 && st.OldestPendingTime != nil
 	})
 
-	if _, err := gitwriter.ReadRepoStatus(ctx, kv, dest); err != nil {
+	if _, err := kv.Get(ctx, dest); err != nil {
 		t.Fatalf("no RepoStatus for a running writer: %v", err)
 	}
 	if err := client.ConfigV1alpha1().GitDestinations("team-a").Delete(ctx, "frozen", metav1.DeleteOptions{}); err != nil {
@@ -379,7 +378,7 @@ func TestStatusReportsFailuresAndDeletion(t *testing.T) {
 	}
 	m.Trigger()
 	waitFor(t, func() bool {
-		_, err := gitwriter.ReadRepoStatus(ctx, kv, dest)
-		return errors.Is(err, jetstream.ErrKeyNotFound)
+		_, err := kv.Get(ctx, dest)
+		return errors.Is(err, queue.ErrStatusNotFound)
 	})
 }

@@ -1,7 +1,3 @@
-// Package gitrecord is the Git record format shared by the Git writer (which makes kubehistory's
-// commits) and the read side (the index rebuilt from Git): the seal that tells kubehistory's own
-// commits from anyone else's. Trailer names and their parser still live in pkg/gitwriter (moving
-// them is a follow-up); the seal is here so the read side can verify commits without the writer.
 package gitrecord
 
 import (

@@ -17,6 +17,7 @@ import (
 
 	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
+	"github.com/kubehistory/kubehistory/pkg/gitrecord"
 )
 
 const benchBatch = 100
@@ -122,7 +123,7 @@ func BenchmarkCommit(b *testing.B) {
 					b.Fatal(err)
 				}
 				w := &Writer{cfg: Config{Destination: dest, URL: "file://" + bare, Branch: "main", Key: testKey}, storer: repo.Storer,
-					state: &state{ids: map[string]idState{}, paths: map[string]ObjectVersion{}}}
+					state: &state{ids: map[string]idState{}, paths: map[string]gitrecord.ObjectVersion{}}}
 				w.cfg.setDefaults()
 				head := ref.Hash()
 				commits := 0

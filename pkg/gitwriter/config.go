@@ -13,6 +13,7 @@ import (
 
 	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
+	"github.com/kubehistory/kubehistory/pkg/gitrecord"
 	"github.com/kubehistory/kubehistory/pkg/installkey"
 	"github.com/kubehistory/kubehistory/pkg/sopsenc"
 )
@@ -27,7 +28,7 @@ const (
 	DefaultMaxBatch           = 5000
 	DefaultAckWait            = 30 * time.Second
 	DefaultMaxAckPending      = 20000
-	DefaultMaxDiffBytes       = 64 << 10
+	DefaultMaxDiffBytes       = gitrecord.DefaultMaxDiffBytes
 	DefaultRetryInitial       = 500 * time.Millisecond
 	DefaultRetryMax           = time.Minute
 	DefaultIDRetention        = 7 * 24 * time.Hour
@@ -240,17 +241,6 @@ func (c *Config) validate() error {
 // dir is this writer's directory under DataDir.
 func (c *Config) dir() string {
 	return filepath.Join(c.DataDir, c.Destination.Namespace, c.Destination.Name)
-}
-
-// RedactedURL is the repository URL without credentials, as shown in records and RepoStatus.
-func RedactedURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.User == nil || u.Scheme == "ssh" {
-		// scp-like and ssh URLs carry only a user name, which is no secret.
-		return raw
-	}
-	u.User = nil
-	return u.String()
 }
 
 // authMethod builds go-git's authentication from the credentials and the URL's scheme.

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/gitrecord"
 )
 
 // TestForgedTrailerDoesNotFreeze: a foreign commit pushed to the branch claims an impossible
@@ -23,12 +24,12 @@ func TestForgedTrailerDoesNotFreeze(t *testing.T) {
 	waitAcked(t, js)
 	r.stop(t)
 
-	path := ObjectPath(cfg.PathPrefix, web.Object)
+	path := gitrecord.ObjectPath(cfg.PathPrefix, web.Object)
 	co := checkout(t, remote)
 	if err := os.WriteFile(filepath.Join(co, path), []byte("forged: true\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	gitCLI(t, co, "commit", "-q", "-am", "forged\n\n"+TrailerObjectVersion+": "+path+" 18446744073709551615\n"+TrailerChangeID+": forged-id\n")
+	gitCLI(t, co, "commit", "-q", "-am", "forged\n\n"+gitrecord.TrailerObjectVersion+": "+path+" 18446744073709551615\n"+gitrecord.TrailerChangeID+": forged-id\n")
 	gitCLI(t, co, "push", "-q", "origin", "HEAD:main")
 
 	// A fresh data directory: the journal is rebuilt from the trailers, and must skip the forged commit.
@@ -72,7 +73,7 @@ func TestSeedBeatsImpossibleSealedVersion(t *testing.T) {
 	publish(t, js, "", seed)
 	waitRecords(t, js, 2)
 	waitAcked(t, js)
-	path := ObjectPath(cfg.PathPrefix, web.Object)
+	path := gitrecord.ObjectPath(cfg.PathPrefix, web.Object)
 	if got := gitCLI(t, checkout(t, remote), "show", "HEAD:"+path); !strings.Contains(got, "red") {
 		t.Fatalf("file after the seed:\n%s", got)
 	}

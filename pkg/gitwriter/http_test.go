@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/kubehistory/kubehistory/pkg/change"
+	"github.com/kubehistory/kubehistory/pkg/queue"
 )
 
 // gitHTTPServer serves the bare repositories under root with `git http-backend` behind basic auth,
@@ -60,16 +61,16 @@ func TestHTTPRemote(t *testing.T) {
 	c1 := mkChange("alice", "create", "configmaps", "team-a", "web", "1", map[string]interface{}{"data": map[string]interface{}{"num": "1"}})
 	c2 := mkChange("bob", "update", "configmaps", "team-a", "web", "2", map[string]interface{}{"data": map[string]interface{}{"num": "2"}})
 	publish(t, js, "", c1, c2)
-	kv, err := StatusBucketKV(context.Background(), js)
+	kv, err := queue.OpenStatusStore(context.Background(), js)
 	if err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, "the push error in RepoStatus", func() bool {
-		st, err := ReadRepoStatus(context.Background(), kv, dest)
+		st, err := kv.Get(context.Background(), dest)
 		return err == nil && st.LastError != "" && st.LastErrorTime != nil && st.PendingChanges == 2 &&
 			len(st.Conditions) == 1 && st.Conditions[0].Status == "False"
 	})
-	st, _ := ReadRepoStatus(context.Background(), kv, dest)
+	st, _ := kv.Get(context.Background(), dest)
 	if !strings.Contains(strings.ToLower(st.LastError), "auth") || strings.Contains(st.LastError, "wrong") {
 		t.Fatalf("last error %q: want an authentication error without the password", st.LastError)
 	}
@@ -101,7 +102,7 @@ func TestHTTPRemote(t *testing.T) {
 		t.Fatalf("log:\n%s", log)
 	}
 	eventually(t, "a healthy RepoStatus", func() bool {
-		st, err := ReadRepoStatus(context.Background(), kv, dest)
+		st, err := kv.Get(context.Background(), dest)
 		return err == nil && st.LastError == "" && st.HeadCommit == gitCLI(t, remote, "rev-parse", "main") && st.CommittedChanges == 2
 	})
 

@@ -17,6 +17,7 @@ import (
 	"k8s.io/klog/v2"
 
 	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/gitrecord"
 )
 
 // errStale means the remote branch is not where our commits were built: someone else pushed. The
@@ -47,12 +48,12 @@ func (w *Writer) push(ctx context.Context, old, new plumbing.Hash, objects []plu
 	}
 	sess, err := cl.NewReceivePackSession(ep, w.auth)
 	if err != nil {
-		return w.readError(fmt.Errorf("connecting to %s: %w", RedactedURL(w.cfg.URL), err))
+		return w.readError(fmt.Errorf("connecting to %s: %w", gitrecord.RedactedURL(w.cfg.URL), err))
 	}
 	defer sess.Close()
 	ar, err := sess.AdvertisedReferencesContext(ctx)
 	if err != nil && !errors.Is(err, transport.ErrEmptyRemoteRepository) {
-		return w.readError(fmt.Errorf("listing %s for a push: %w", RedactedURL(w.cfg.URL), err))
+		return w.readError(fmt.Errorf("listing %s for a push: %w", gitrecord.RedactedURL(w.cfg.URL), err))
 	}
 	remote := plumbing.ZeroHash
 	req := packp.NewReferenceUpdateRequest()
@@ -78,7 +79,7 @@ func (w *Writer) push(ctx context.Context, old, new plumbing.Hash, objects []plu
 	req.Packfile = io.NopCloser(&pack)
 	rs, err := sess.ReceivePack(ctx, req)
 	if rs != nil && rs.UnpackStatus != "" && rs.UnpackStatus != "ok" {
-		return w.pushError(fmt.Errorf("pushing to %s: unpack failed: %s", RedactedURL(w.cfg.URL), rs.UnpackStatus))
+		return w.pushError(fmt.Errorf("pushing to %s: unpack failed: %s", gitrecord.RedactedURL(w.cfg.URL), rs.UnpackStatus))
 	}
 	if rs != nil && rs.Error() != nil {
 		// The ref update was refused (go-git returns the report's error as err too). Either a push
@@ -87,10 +88,10 @@ func (w *Writer) push(ctx context.Context, old, new plumbing.Hash, objects []plu
 		if head, lerr := w.remoteHead(ctx); lerr == nil && head != old {
 			return fmt.Errorf("%w: %v", errStale, rs.Error())
 		}
-		return w.pushError(fmt.Errorf("the remote refused the push to %s of %s: %v", w.cfg.Branch, RedactedURL(w.cfg.URL), rs.Error()))
+		return w.pushError(fmt.Errorf("the remote refused the push to %s of %s: %v", w.cfg.Branch, gitrecord.RedactedURL(w.cfg.URL), rs.Error()))
 	}
 	if err != nil {
-		return w.pushError(fmt.Errorf("pushing to %s: %w", RedactedURL(w.cfg.URL), err))
+		return w.pushError(fmt.Errorf("pushing to %s: %w", gitrecord.RedactedURL(w.cfg.URL), err))
 	}
 	return w.setLocalRefs(new)
 }
@@ -127,7 +128,7 @@ func (w *Writer) sync(ctx context.Context) error {
 	}
 	refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: w.auth})
 	if err != nil && !errors.Is(err, transport.ErrEmptyRemoteRepository) {
-		return w.readError(fmt.Errorf("listing %s: %w", RedactedURL(w.cfg.URL), err))
+		return w.readError(fmt.Errorf("listing %s: %w", gitrecord.RedactedURL(w.cfg.URL), err))
 	}
 	head := plumbing.ZeroHash
 	for _, r := range refs {
@@ -140,7 +141,7 @@ func (w *Writer) sync(ctx context.Context) error {
 			spec := gitconfig.RefSpec(fmt.Sprintf("+%s:%s", w.branchRef(), w.trackingRef()))
 			err := remote.FetchContext(ctx, &git.FetchOptions{RefSpecs: []gitconfig.RefSpec{spec}, Auth: w.auth, Tags: git.NoTags})
 			if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-				return w.readError(fmt.Errorf("fetching %s: %w", RedactedURL(w.cfg.URL), err))
+				return w.readError(fmt.Errorf("fetching %s: %w", gitrecord.RedactedURL(w.cfg.URL), err))
 			}
 		}
 	}

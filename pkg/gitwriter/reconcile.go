@@ -21,6 +21,7 @@ import (
 	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
 	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
+	"github.com/kubehistory/kubehistory/pkg/gitrecord"
 )
 
 // reconcileChanges says whether a reconcile change (seed, orphan delete) changes Git. The reconciler
@@ -46,7 +47,7 @@ func reconcileChanges(apply, del bool, old fileState, yaml []byte) bool {
 //
 // A seed that would be a Gap but was published less than GapGrace ago is held instead (returned in
 // held with the time left): the audit change that explains the difference may still be on its way.
-func (w *Writer) classifySeeds(batch []*pending, read func(string) (fileState, error), current func(string) (ObjectVersion, bool),
+func (w *Writer) classifySeeds(batch []*pending, read func(string) (fileState, error), current func(string) (gitrecord.ObjectVersion, bool),
 	now time.Time) ([]*pending, map[string]time.Duration, error) {
 	out := batch
 	copied := false
@@ -55,7 +56,7 @@ func (w *Writer) classifySeeds(batch []*pending, read func(string) (fileState, e
 		if p.ch.Verb != historyv1alpha1.VerbSeed || p.yaml == nil {
 			continue
 		}
-		path := ObjectPath(w.cfg.PathPrefix, p.ch.Object)
+		path := gitrecord.ObjectPath(w.cfg.PathPrefix, p.ch.Object)
 		old, err := read(path)
 		if err != nil {
 			return nil, nil, err
@@ -193,11 +194,11 @@ func (w *Writer) handleOrphans(ctx context.Context, c *checkPass, now time.Time)
 		if c.expected[rel] {
 			continue
 		}
-		obj, ok := change.ObjectFromPath(rel)
+		obj, ok := gitrecord.ObjectFromPath(rel)
 		if !ok {
 			continue // not a file the writer made (a README, say): not ours to judge
 		}
-		full := ObjectPath(w.cfg.PathPrefix, obj)
+		full := gitrecord.ObjectPath(w.cfg.PathPrefix, obj)
 		current[full] = true
 		since, seen := w.orphanSince[full]
 		if !seen {
@@ -211,7 +212,7 @@ func (w *Writer) handleOrphans(ctx context.Context, c *checkPass, now time.Time)
 		}
 		ns := obj.Namespace
 		if ns == "" {
-			ns = change.ClusterDir
+			ns = gitrecord.ClusterDir
 		}
 		reason := OrphanReasonOutOfScope
 		if c.resources[obj.Group+"/"+obj.Resource] && c.namespaces[ns] && !c.excluded[rel] {

@@ -13,6 +13,8 @@ import (
 	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
 	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
+	"github.com/kubehistory/kubehistory/pkg/gitrecord"
+	"github.com/kubehistory/kubehistory/pkg/queue"
 )
 
 const reconcilerUser = "system:serviceaccount:kubehistory-system:kubehistory-apiserver"
@@ -59,11 +61,11 @@ func data(kv ...string) map[string]interface{} {
 
 func repoStatus(t *testing.T, w *Writer) change.RepoState {
 	t.Helper()
-	kv, err := StatusBucketKV(context.Background(), w.js)
+	kv, err := queue.OpenStatusStore(context.Background(), w.js)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := ReadRepoStatus(context.Background(), kv, dest)
+	st, err := kv.Get(context.Background(), dest)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +126,7 @@ func TestSeedsCommitOnlyWhereGitDiffers(t *testing.T) {
 	if log != want {
 		t.Fatalf("log:\n%s\nwant:\n%s", log, want)
 	}
-	if !strings.Contains(gitCLI(t, co, "log", "-1", "--format=%B"), TrailerMarker+": "+gap.ChangeID+" Gap") {
+	if !strings.Contains(gitCLI(t, co, "log", "-1", "--format=%B"), gitrecord.TrailerMarker+": "+gap.ChangeID+" Gap") {
 		t.Error("no Gap marker trailer")
 	}
 	head := gitCLI(t, co, "rev-parse", "HEAD")

@@ -10,6 +10,7 @@ import (
 
 	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
+	"github.com/kubehistory/kubehistory/pkg/gitrecord"
 )
 
 // Scope says whether the rules that route to dest track an object with the given labels, changed by
@@ -65,7 +66,7 @@ func (w *Writer) inScope(p *pending, body []byte) bool {
 			labels = o.Metadata.Labels
 		}
 		reason = OutOfScopeSelector
-	} else if _, known := w.state.paths[ObjectPath(w.cfg.PathPrefix, p.ch.Object)]; known {
+	} else if _, known := w.state.paths[gitrecord.ObjectPath(w.cfg.PathPrefix, p.ch.Object)]; known {
 		// Git holds the object: its delete (or its disappearance) is history whatever its labels were.
 		return true
 	}

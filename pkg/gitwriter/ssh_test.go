@@ -28,6 +28,7 @@ import (
 	"golang.org/x/crypto/ssh/knownhosts"
 
 	"github.com/kubehistory/kubehistory/pkg/change"
+	"github.com/kubehistory/kubehistory/pkg/queue"
 )
 
 // sshdPath is where Debian's openssh-server puts the daemon; sshd must be started by absolute path
@@ -322,16 +323,16 @@ func TestSSHRemoteHostKeyChecked(t *testing.T) {
 			w := startWriter(t, cfg, js, nil)
 			c1 := mkChange("alice", "create", "configmaps", "team-a", "web", "1", map[string]interface{}{"data": map[string]interface{}{"num": "1"}})
 			publish(t, js, "", c1)
-			kv, err := StatusBucketKV(context.Background(), js)
+			kv, err := queue.OpenStatusStore(context.Background(), js)
 			if err != nil {
 				t.Fatal(err)
 			}
 			eventually(t, "the host key error in RepoStatus", func() bool {
-				st, err := ReadRepoStatus(context.Background(), kv, dest)
+				st, err := kv.Get(context.Background(), dest)
 				return err == nil && st.LastError != "" && st.PendingChanges == 1 &&
 					len(st.Conditions) == 1 && st.Conditions[0].Status == "False"
 			})
-			st, _ := ReadRepoStatus(context.Background(), kv, dest)
+			st, _ := kv.Get(context.Background(), dest)
 			t.Logf("RepoStatus lastError: %s", st.LastError)
 			if !strings.Contains(st.LastError, "host key") || !strings.Contains(st.LastError, tc.want) {
 				t.Fatalf("last error %q: want a host key error (%s)", st.LastError, tc.want)

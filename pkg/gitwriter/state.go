@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -19,31 +18,8 @@ import (
 	"github.com/kubehistory/kubehistory/pkg/installkey"
 )
 
-// Trailers written in every commit. Git is the source of truth: the journal below is only a cache
-// of what these trailers say, rebuilt from them when it is missing or behind.
-const (
-	// TrailerChangeID carries one change ID; one line per change committed.
-	TrailerChangeID = "Kubehistory-Change-Id"
-	// TrailerAuditID carries the audit IDs of the commit's changes.
-	TrailerAuditID = "Kubehistory-Audit-Id"
-	// TrailerActorGroups carries the groups of the actor (the commit's author).
-	TrailerActorGroups = "Kubehistory-Actor-Groups"
-	// TrailerObjectVersion is "<path> <resourceVersion>[ deleted]" for every file the commit wrote or
-	// removed: the per-object resourceVersion guard survives the loss of the data directory.
-	TrailerObjectVersion = "Kubehistory-Object-Version"
-	// TrailerMarker is "<change ID> <marker>" for the markers the writer itself added
-	// (FetchedAtWriteTime, ObjectGone), so a record rebuilt from Git carries them too.
-	TrailerMarker = "Kubehistory-Marker"
-)
-
 // maxScan bounds how many commits are read to rebuild the state from trailers.
 const maxScan = 200000
-
-// ObjectVersion is the newest state written for one path.
-type ObjectVersion struct {
-	RV      string `json:"rv,omitempty"`
-	Deleted bool   `json:"d,omitempty"`
-}
 
 // idState says which commit recorded a change ID.
 type idState struct {
@@ -72,7 +48,7 @@ type state struct {
 	file      string
 	head      plumbing.Hash
 	ids       map[string]idState
-	paths     map[string]ObjectVersion
+	paths     map[string]gitrecord.ObjectVersion
 	lines     int
 	retention time.Duration
 	// key verifies the seal of the commits whose trailers catchUp reads: only our own commits count.
@@ -80,7 +56,7 @@ type state struct {
 }
 
 func loadState(dir string, retention time.Duration, key installkey.Key) (*state, error) {
-	st := &state{file: filepath.Join(dir, "state.jsonl"), ids: map[string]idState{}, paths: map[string]ObjectVersion{}, retention: retention, key: key}
+	st := &state{file: filepath.Join(dir, "state.jsonl"), ids: map[string]idState{}, paths: map[string]gitrecord.ObjectVersion{}, retention: retention, key: key}
 	f, err := os.Open(st.file)
 	if os.IsNotExist(err) {
 		return st, nil
@@ -94,7 +70,7 @@ func loadState(dir string, retention time.Duration, key installkey.Key) (*state,
 	// Entries only count once a following "h" line confirms their batch was fully written; a batch
 	// torn by a crash is recovered from the trailers instead.
 	pendingIDs := map[string]idState{}
-	pendingPaths := map[string]ObjectVersion{}
+	pendingPaths := map[string]gitrecord.ObjectVersion{}
 	for sc.Scan() {
 		var l journalLine
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
@@ -106,7 +82,7 @@ func loadState(dir string, retention time.Duration, key installkey.Key) (*state,
 		case l.ID != "":
 			pendingIDs[l.ID] = idState{Commit: l.Commit, Time: l.Time}
 		case l.Path != "":
-			pendingPaths[l.Path] = ObjectVersion{RV: l.RV, Deleted: l.Del}
+			pendingPaths[l.Path] = gitrecord.ObjectVersion{RV: l.RV, Deleted: l.Del}
 		case l.Head != "":
 			for k, v := range pendingIDs {
 				st.ids[k] = v
@@ -114,7 +90,7 @@ func loadState(dir string, retention time.Duration, key installkey.Key) (*state,
 			for k, v := range pendingPaths {
 				st.paths[k] = v
 			}
-			pendingIDs, pendingPaths = map[string]idState{}, map[string]ObjectVersion{}
+			pendingIDs, pendingPaths = map[string]idState{}, map[string]gitrecord.ObjectVersion{}
 			st.head = plumbing.NewHash(l.Head)
 		}
 	}
@@ -122,7 +98,7 @@ func loadState(dir string, retention time.Duration, key installkey.Key) (*state,
 }
 
 // record appends a pushed batch and makes it durable; the journal is compacted when mostly stale.
-func (st *state) record(head plumbing.Hash, ids map[string]idState, paths map[string]ObjectVersion) error {
+func (st *state) record(head plumbing.Hash, ids map[string]idState, paths map[string]gitrecord.ObjectVersion) error {
 	for k, v := range ids {
 		st.ids[k] = v
 	}
@@ -186,7 +162,7 @@ func (st *state) compact() error {
 	return os.Rename(tmp, st.file)
 }
 
-func writeLines(w *bufio.Writer, head plumbing.Hash, ids map[string]idState, paths map[string]ObjectVersion) (int, error) {
+func writeLines(w *bufio.Writer, head plumbing.Hash, ids map[string]idState, paths map[string]gitrecord.ObjectVersion) (int, error) {
 	enc := json.NewEncoder(w)
 	n := 0
 	for k, v := range ids {
@@ -213,7 +189,7 @@ func (st *state) catchUp(s storer.EncodedObjectStorer, head plumbing.Hash) error
 		return nil
 	}
 	ids := map[string]idState{}
-	paths := map[string]ObjectVersion{}
+	paths := map[string]gitrecord.ObjectVersion{}
 	found := false
 	cutoff := time.Now().Add(-st.retention)
 	h := head
@@ -228,9 +204,9 @@ func (st *state) catchUp(s storer.EncodedObjectStorer, head plumbing.Hash) error
 		}
 		// A foreign commit (anyone could push one) says nothing: its trailers could claim any change ID
 		// or freeze a path with a huge resourceVersion. Its files are still the branch's contents.
-		var t Trailers
+		var t gitrecord.Trailers
 		if gitrecord.Verify(st.key, c) {
-			t = ParseTrailers(c.Message)
+			t = gitrecord.ParseTrailers(c.Message)
 		} else {
 			klog.InfoS("Ignoring the trailers of a commit not sealed by this installation", "file", st.file, "commit", c.Hash.String())
 		}
@@ -254,61 +230,9 @@ func (st *state) catchUp(s storer.EncodedObjectStorer, head plumbing.Hash) error
 	}
 	if !found {
 		klog.InfoS("Rebuilding the writer state from Git trailers", "file", st.file, "head", head.String())
-		st.paths = map[string]ObjectVersion{}
+		st.paths = map[string]gitrecord.ObjectVersion{}
 	}
 	return st.record(head, ids, paths)
-}
-
-// Trailers are what a kubehistory commit message records besides its subject.
-type Trailers struct {
-	// IDs are the change IDs the commit recorded.
-	IDs []string
-	// AuditIDs are the audit IDs of those changes (audit changes only).
-	AuditIDs []string
-	// ActorGroups are the author's groups.
-	ActorGroups []string
-	// Versions are the resourceVersion (or deletion) each file was written at, by path.
-	Versions map[string]ObjectVersion
-	// Markers are the markers the writer added, by change ID.
-	Markers map[string][]string
-}
-
-// ParseTrailers reads the trailers of a commit message written by a Writer; lines that are not
-// kubehistory trailers are ignored.
-func ParseTrailers(msg string) Trailers {
-	t := Trailers{Versions: map[string]ObjectVersion{}, Markers: map[string][]string{}}
-	for _, line := range strings.Split(msg, "\n") {
-		key, value, ok := strings.Cut(line, ": ")
-		if !ok {
-			continue
-		}
-		value = strings.TrimSpace(value)
-		switch key {
-		case TrailerChangeID:
-			t.IDs = append(t.IDs, value)
-		case TrailerAuditID:
-			t.AuditIDs = append(t.AuditIDs, value)
-		case TrailerActorGroups:
-			t.ActorGroups = strings.Split(value, ", ")
-		case TrailerObjectVersion:
-			f := strings.Fields(value)
-			if len(f) < 2 {
-				continue
-			}
-			v := ObjectVersion{Deleted: len(f) > 2 && f[2] == "deleted"}
-			if f[1] != "-" {
-				v.RV = f[1]
-			}
-			if _, seen := t.Versions[f[0]]; !seen {
-				t.Versions[f[0]] = v
-			}
-		case TrailerMarker:
-			if id, m, ok := strings.Cut(value, " "); ok {
-				t.Markers[id] = append(t.Markers[id], m)
-			}
-		}
-	}
-	return t
 }
 
 // olderThan reports whether resourceVersion a is older than b. Resource versions are opaque, but

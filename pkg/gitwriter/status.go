@@ -2,7 +2,6 @@ package gitwriter
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -19,11 +18,9 @@ import (
 	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
 	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
+	"github.com/kubehistory/kubehistory/pkg/gitrecord"
+	"github.com/kubehistory/kubehistory/pkg/queue"
 )
-
-// StatusBucket is the JetStream KV bucket holding one RepoStatus per destination, so that every
-// replica's history API serves the status of writers that run elsewhere.
-const StatusBucket = change.RepoStatusBucket
 
 // Condition types and reasons of RepoStatus written by the writer. Ready's reasons are those of the
 // GitDestination's Ready condition, which the destinations manager copies from here.
@@ -38,74 +35,14 @@ const (
 	// Reasons of RepoStatus.orphans entries.
 	OrphanReasonObjectGone = string(historyv1alpha1.OrphanObjectGone)
 	OrphanReasonOutOfScope = string(historyv1alpha1.OrphanOutOfScope)
-	statusDescription      = "kubehistory Git writer status, one key per GitDestination (<namespace>.<name>)"
 )
-
-// StatusKey is the KV key of a destination's RepoStatus.
-func StatusKey(ref change.DestinationRef) string { return ref.RepoStateKey() }
-
-// StatusBucketKV opens (creating it when missing) the RepoStatus bucket.
-func StatusBucketKV(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, StatusBucket)
-	if err == nil {
-		return kv, nil
-	}
-	kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: StatusBucket, History: 1, Description: statusDescription})
-	if err != nil {
-		return nil, fmt.Errorf("gitwriter: opening KV bucket %s: %w", StatusBucket, err)
-	}
-	return kv, nil
-}
-
-// ReadRepoStatus returns the state of a destination as its writer last stored it. The error wraps
-// jetstream.ErrKeyNotFound when no writer has run for it yet (or it was deleted).
-func ReadRepoStatus(ctx context.Context, kv jetstream.KeyValue, ref change.DestinationRef) (change.RepoState, error) {
-	var st change.RepoState
-	e, err := kv.Get(ctx, StatusKey(ref))
-	if err != nil {
-		return st, fmt.Errorf("gitwriter: reading status of %s: %w", ref, err)
-	}
-	if err := json.Unmarshal(e.Value(), &st); err != nil {
-		return st, fmt.Errorf("gitwriter: decoding status of %s: %w", ref, err)
-	}
-	return st, nil
-}
-
-// DeleteRepoStatus removes a destination's status (its GitDestination is gone): every replica's index
-// drops the RepoStatus. Deleting a missing key is no error.
-func DeleteRepoStatus(ctx context.Context, kv jetstream.KeyValue, ref change.DestinationRef) error {
-	if err := kv.Delete(ctx, StatusKey(ref)); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return fmt.Errorf("gitwriter: deleting status of %s: %w", ref, err)
-	}
-	return nil
-}
-
-// RepoStatusDestinations lists the destinations that have a status in the bucket.
-func RepoStatusDestinations(ctx context.Context, kv jetstream.KeyValue) ([]change.DestinationRef, error) {
-	lister, err := kv.ListKeys(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("gitwriter: listing %s: %w", StatusBucket, err)
-	}
-	defer func() { _ = lister.Stop() }()
-	var out []change.DestinationRef
-	for k := range lister.Keys() {
-		if ns, name, ok := strings.Cut(k, "."); ok {
-			out = append(out, change.DestinationRef{Namespace: ns, Name: name})
-		}
-	}
-	return out, nil
-}
 
 // SetRepoStatusRefused stores, for a destination whose writer cannot run (an invalid spec, missing
 // credentials), Ready False with why, keeping the rest of its status: its RepoStatus then says what its
 // GitDestination says instead of what the last writer saw.
-func SetRepoStatusRefused(ctx context.Context, js jetstream.JetStream, ref change.DestinationRef, identity, reason, message string) error {
-	kv, err := StatusBucketKV(ctx, js)
-	if err != nil {
-		return err
-	}
-	st, err := ReadRepoStatus(ctx, kv, ref)
-	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+func SetRepoStatusRefused(ctx context.Context, store *queue.StatusStore, ref change.DestinationRef, identity, reason, message string) error {
+	st, err := store.Get(ctx, ref)
+	if err != nil && !errors.Is(err, queue.ErrStatusNotFound) {
 		return err
 	}
 	if c := meta.FindStatusCondition(st.Conditions, ConditionReady); c != nil && c.Status == metav1.ConditionFalse && c.Reason == reason &&
@@ -115,16 +52,7 @@ func SetRepoStatusRefused(ctx context.Context, js jetstream.JetStream, ref chang
 	now := metav1.Now()
 	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: ConditionReady, Status: metav1.ConditionFalse, Reason: reason, Message: message})
 	st.LastError, st.LastErrorTime, st.Writer = message, &now, identity
-	return writeRepoStatus(ctx, kv, ref, &st)
-}
-
-func writeRepoStatus(ctx context.Context, kv jetstream.KeyValue, ref change.DestinationRef, st *change.RepoState) error {
-	b, err := json.Marshal(st)
-	if err != nil {
-		return err
-	}
-	_, err = kv.Put(ctx, StatusKey(ref), b)
-	return err
+	return store.Put(ctx, ref, &st)
 }
 
 // OnStatus sets a function called with a copy of the status every time the writer stores it; it must
@@ -142,10 +70,10 @@ func CloneRepoState(st change.RepoState) change.RepoState {
 // loadStatus starts from the status the destination's previous writer stored (counters, orphans, the
 // last push). Its Ready condition and head hold only for the same repository and branch.
 func (w *Writer) loadStatus(ctx context.Context) {
-	if prev, err := ReadRepoStatus(ctx, w.kv, w.cfg.Destination); err == nil {
+	if prev, err := w.kv.Get(ctx, w.cfg.Destination); err == nil {
 		w.status = prev
 	}
-	repo := RedactedURL(w.cfg.URL)
+	repo := gitrecord.RedactedURL(w.cfg.URL)
 	if w.status.Repository != repo || w.status.Branch != w.cfg.Branch {
 		meta.RemoveStatusCondition(&w.status.Conditions, ConditionReady)
 		w.status.HeadCommit, w.status.LastPushTime, w.status.LastError, w.status.LastErrorTime = "", nil, "", nil
@@ -314,7 +242,7 @@ func (w *Writer) setReady(status metav1.ConditionStatus, reason, msg string) {
 
 // saveStatus stores the status (w.mu held).
 func (w *Writer) saveStatus(ctx context.Context) {
-	if err := writeRepoStatus(ctx, w.kv, w.cfg.Destination, &w.status); err != nil {
+	if err := w.kv.Put(ctx, w.cfg.Destination, &w.status); err != nil {
 		klog.ErrorS(err, "Storing RepoStatus failed", "destination", w.ref())
 	}
 	if w.onStatus != nil {

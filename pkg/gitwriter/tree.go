@@ -10,16 +10,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/storer"
-
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
-	"github.com/kubehistory/kubehistory/pkg/change"
 )
-
-// ObjectPath is where an object's YAML lives in the repository:
-// <prefix>/<namespace or _cluster>/<group or core>/<resource>/<name>.yaml (see change.ObjectPath).
-func ObjectPath(prefix string, obj historyv1alpha1.ChangedObject) string {
-	return change.ObjectPath(prefix, obj)
-}
 
 // treeEdit is the new content of one path: a blob, or removal.
 type treeEdit struct {

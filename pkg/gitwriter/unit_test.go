@@ -2,7 +2,6 @@ package gitwriter
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,60 +15,8 @@ import (
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 
 	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/gitrecord"
 )
-
-// TestUnifiedDiffApplies checks every diff with `git apply --check` against the old file.
-func TestUnifiedDiffApplies(t *testing.T) {
-	long := strings.Repeat("line\n", 20)
-	tests := []struct {
-		name         string
-		old, new     string
-		oldOK, newOK bool
-		wantEmpty    bool
-	}{
-		{name: "create", new: "a: 1\nb: 2\n", newOK: true},
-		{name: "delete", old: "a: 1\n", oldOK: true},
-		{name: "change in the middle", old: long + "x: 1\n" + long, new: long + "x: 2\n" + long, oldOK: true, newOK: true},
-		{name: "append", old: "a\n", new: "a\nb\n", oldOK: true, newOK: true},
-		{name: "old without final newline", old: "a\nb", new: "a\nb\n", oldOK: true, newOK: true},
-		{name: "new without final newline", old: "a\nb\n", new: "a\nc", oldOK: true, newOK: true},
-		{name: "unchanged", old: "a\n", new: "a\n", oldOK: true, newOK: true, wantEmpty: true},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			d := UnifiedDiff("ns/core/configmaps/x.yaml", []byte(tc.old), []byte(tc.new), tc.oldOK, tc.newOK)
-			if tc.wantEmpty {
-				if d != "" {
-					t.Fatalf("want no diff, got\n%s", d)
-				}
-				return
-			}
-			dir := t.TempDir()
-			gitCLI(t, dir, "init", "-q")
-			if tc.oldOK {
-				if err := os.MkdirAll(filepath.Join(dir, "ns/core/configmaps"), 0o755); err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(filepath.Join(dir, "ns/core/configmaps/x.yaml"), []byte(tc.old), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if err := os.WriteFile(filepath.Join(dir, "p.diff"), []byte(d), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			gitCLI(t, dir, "apply", "--check", "p.diff")
-			gitCLI(t, dir, "apply", "p.diff")
-			got, err := os.ReadFile(filepath.Join(dir, "ns/core/configmaps/x.yaml"))
-			if tc.newOK && string(got) != tc.new || !tc.newOK && err == nil {
-				t.Fatalf("applied %q (err %v), want %q\n%s", got, err, tc.new, d)
-			}
-		})
-	}
-	if d, cut := TruncateDiff("a\nbb\nccc\n", 6); d != "a\nbb\n" || !cut {
-		t.Fatalf("truncate: %q %v", d, cut)
-	}
-}
 
 // TestUpdateTree writes trees with the object writer and checks them with git fsck and ls-tree.
 func TestUpdateTree(t *testing.T) {
@@ -117,23 +64,23 @@ func TestUpdateTree(t *testing.T) {
 func TestApplies(t *testing.T) {
 	tests := []struct {
 		name  string
-		cur   ObjectVersion
+		cur   gitrecord.ObjectVersion
 		known bool
 		rv    string
 		del   bool
 		want  bool
 	}{
-		{"unknown path", ObjectVersion{}, false, "5", false, true},
-		{"newer", ObjectVersion{RV: "5"}, true, "6", false, true},
-		{"same", ObjectVersion{RV: "5"}, true, "5", false, true},
-		{"older", ObjectVersion{RV: "10"}, true, "9", false, false},
-		{"numeric, not lexical", ObjectVersion{RV: "9"}, true, "10", false, true},
-		{"delete at the same version", ObjectVersion{RV: "5"}, true, "5", true, true},
-		{"older delete", ObjectVersion{RV: "5"}, true, "4", true, false},
-		{"state before the delete", ObjectVersion{RV: "5", Deleted: true}, true, "5", false, false},
-		{"recreated", ObjectVersion{RV: "5", Deleted: true}, true, "6", false, true},
-		{"opaque versions", ObjectVersion{RV: "abc"}, true, "abb", false, true},
-		{"unknown version", ObjectVersion{RV: "5"}, true, "", false, true},
+		{"unknown path", gitrecord.ObjectVersion{}, false, "5", false, true},
+		{"newer", gitrecord.ObjectVersion{RV: "5"}, true, "6", false, true},
+		{"same", gitrecord.ObjectVersion{RV: "5"}, true, "5", false, true},
+		{"older", gitrecord.ObjectVersion{RV: "10"}, true, "9", false, false},
+		{"numeric, not lexical", gitrecord.ObjectVersion{RV: "9"}, true, "10", false, true},
+		{"delete at the same version", gitrecord.ObjectVersion{RV: "5"}, true, "5", true, true},
+		{"older delete", gitrecord.ObjectVersion{RV: "5"}, true, "4", true, false},
+		{"state before the delete", gitrecord.ObjectVersion{RV: "5", Deleted: true}, true, "5", false, false},
+		{"recreated", gitrecord.ObjectVersion{RV: "5", Deleted: true}, true, "6", false, true},
+		{"opaque versions", gitrecord.ObjectVersion{RV: "abc"}, true, "abb", false, true},
+		{"unknown version", gitrecord.ObjectVersion{RV: "5"}, true, "", false, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -141,24 +88,6 @@ func TestApplies(t *testing.T) {
 				t.Fatalf("applies = %v, want %v", got, tc.want)
 			}
 		})
-	}
-}
-
-func TestObjectPath(t *testing.T) {
-	tests := []struct {
-		prefix string
-		obj    historyv1alpha1.ChangedObject
-		want   string
-	}{
-		{"", historyv1alpha1.ChangedObject{Resource: "configmaps", Namespace: "a", Name: "web"}, "a/core/configmaps/web.yaml"},
-		{"/p/q/", historyv1alpha1.ChangedObject{Group: "apps", Resource: "deployments", Namespace: "a", Name: "d"}, "p/q/a/apps/deployments/d.yaml"},
-		{"p", historyv1alpha1.ChangedObject{Group: "rbac.authorization.k8s.io", Resource: "clusterroles", Name: "system:admin"}, "p/_cluster/rbac.authorization.k8s.io/clusterroles/system:admin.yaml"},
-		{"", historyv1alpha1.ChangedObject{Resource: "x", Namespace: "..", Name: "a/b"}, "_.._/core/x/a%2Fb.yaml"},
-	}
-	for _, tc := range tests {
-		if got := ObjectPath(tc.prefix, tc.obj); got != tc.want {
-			t.Errorf("ObjectPath(%q, %+v) = %q, want %q", tc.prefix, tc.obj, got, tc.want)
-		}
 	}
 }
 
@@ -196,9 +125,6 @@ func TestConfigFromGitDestination(t *testing.T) {
 	cfg.DataDir = t.TempDir()
 	if _, err := cfg.authMethod(); err == nil || !strings.Contains(err.Error(), "known_hosts") {
 		t.Fatalf("ssh without known_hosts: %v", err)
-	}
-	if got := RedactedURL("https://user@git.example.com/r.git"); got != "https://git.example.com/r.git" {
-		t.Fatalf("redacted %q", got)
 	}
 }
 

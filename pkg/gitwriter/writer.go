@@ -40,6 +40,7 @@ import (
 	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/gitrecord"
+	"github.com/kubehistory/kubehistory/pkg/queue"
 	"github.com/kubehistory/kubehistory/pkg/sanitize"
 	"github.com/kubehistory/kubehistory/pkg/sopsenc"
 )
@@ -55,7 +56,7 @@ type Writer struct {
 	auth   transport.AuthMethod
 	state  *state
 	cons   jetstream.Consumer
-	kv     jetstream.KeyValue
+	kv     *queue.StatusStore
 
 	head   plumbing.Hash // the remote branch head as last seen or pushed
 	synced bool
@@ -149,7 +150,7 @@ func (w *Writer) Run(ctx context.Context) error {
 	if err := w.open(ctx); err != nil {
 		return err
 	}
-	klog.InfoS("Git writer started", "destination", w.ref(), "repository", RedactedURL(w.cfg.URL), "branch", w.cfg.Branch)
+	klog.InfoS("Git writer started", "destination", w.ref(), "repository", gitrecord.RedactedURL(w.cfg.URL), "branch", w.cfg.Branch)
 	defer klog.InfoS("Git writer stopped", "destination", w.ref())
 	w.check(ctx)
 	for {
@@ -183,7 +184,7 @@ func (w *Writer) Run(ctx context.Context) error {
 
 func (w *Writer) open(ctx context.Context) error {
 	var err error
-	if w.kv, err = StatusBucketKV(ctx, w.js); err != nil {
+	if w.kv, err = queue.OpenStatusStore(ctx, w.js); err != nil {
 		return err
 	}
 	w.loadStatus(ctx)
@@ -591,7 +592,7 @@ func bodyRV(body []byte) string {
 }
 
 // applies says whether a change may replace the newest state written for its path.
-func applies(cur ObjectVersion, known bool, rv string, del bool) bool {
+func applies(cur gitrecord.ObjectVersion, known bool, rv string, del bool) bool {
 	if !known || rv == "" || cur.RV == "" {
 		return true
 	}
@@ -611,7 +612,7 @@ type buildResult struct {
 	objects []plumbing.Hash
 	records []change.Record
 	ids     map[string]idState
-	paths   map[string]ObjectVersion
+	paths   map[string]gitrecord.ObjectVersion
 	// skipped are reconcile changes that found Git already equal to the cluster (or newer): they make
 	// neither a commit nor a record.
 	skipped map[string]bool
@@ -652,7 +653,7 @@ func groupByActor(batch []*pending) []*actorGroup {
 		var order []string
 		byObj := map[string][]*pending{}
 		for _, p := range g.changes {
-			k := ObjectPath("", p.ch.Object)
+			k := gitrecord.ObjectPath("", p.ch.Object)
 			if _, ok := byObj[k]; !ok {
 				order = append(order, k)
 			}
@@ -676,7 +677,7 @@ type fileState struct {
 // build writes the commits of a batch on top of base without touching any ref. It is pure with
 // respect to the writer's state, so a rejected push simply builds again on the new remote head.
 func (w *Writer) build(base plumbing.Hash, batch []*pending, now time.Time) (*buildResult, error) {
-	res := &buildResult{head: base, ids: map[string]idState{}, paths: map[string]ObjectVersion{}, skipped: map[string]bool{}}
+	res := &buildResult{head: base, ids: map[string]idState{}, paths: map[string]gitrecord.ObjectVersion{}, skipped: map[string]bool{}}
 	if len(batch) == 0 {
 		return res, nil
 	}
@@ -703,7 +704,7 @@ func (w *Writer) build(base plumbing.Hash, batch []*pending, now time.Time) (*bu
 		files[p] = f
 		return f, nil
 	}
-	current := func(p string) (ObjectVersion, bool) {
+	current := func(p string) (gitrecord.ObjectVersion, bool) {
 		if v, ok := res.paths[p]; ok {
 			return v, true
 		}
@@ -719,7 +720,7 @@ func (w *Writer) build(base plumbing.Hash, batch []*pending, now time.Time) (*bu
 	parent := base
 	for _, g := range groupByActor(batch) {
 		edits := map[string]treeEdit{}
-		versions := map[string]ObjectVersion{}
+		versions := map[string]gitrecord.ObjectVersion{}
 		first := len(res.records)
 		var latest time.Time
 		for _, p := range g.changes {
@@ -728,7 +729,7 @@ func (w *Writer) build(base plumbing.Hash, batch []*pending, now time.Time) (*bu
 				continue
 			}
 			o := p.ch.Object
-			path := ObjectPath(w.cfg.PathPrefix, o)
+			path := gitrecord.ObjectPath(w.cfg.PathPrefix, o)
 			old, err := read(path)
 			if err != nil {
 				return nil, err
@@ -768,13 +769,13 @@ func (w *Writer) build(base plumbing.Hash, batch []*pending, now time.Time) (*bu
 					}
 				}
 				files[path] = next
-				ps := ObjectVersion{RV: p.rv(), Deleted: del}
+				ps := gitrecord.ObjectVersion{RV: p.rv(), Deleted: del}
 				res.paths[path], versions[path] = ps, ps
 			}
 			rec := change.Record{Change: p.ch.Change, Cluster: o.Namespace == ""}
 			rec.Markers = append(append([]historyv1alpha1.ChangeMarker(nil), p.ch.Markers...), p.markers...)
 			rec.Git = w.gitLink(path, "", committedAt)
-			rec.Diff, rec.DiffTruncated = TruncateDiff(UnifiedDiff(path, old.content, next.content, old.exists, next.exists), w.cfg.MaxDiffBytes)
+			rec.Diff, rec.DiffTruncated = gitrecord.TruncateDiff(gitrecord.UnifiedDiff(path, old.content, next.content, old.exists, next.exists), w.cfg.MaxDiffBytes)
 			res.records = append(res.records, rec)
 			if t := p.ch.ChangeTime.Time; t.After(latest) {
 				latest = t
@@ -800,7 +801,7 @@ func (w *Writer) build(base plumbing.Hash, batch []*pending, now time.Time) (*bu
 			latest = now
 		}
 		commit := &object.Commit{
-			Author:    object.Signature{Name: authorName(g.actor), Email: w.authorEmail(g.actor.Username), When: latest},
+			Author:    object.Signature{Name: gitrecord.AuthorName(g.actor.Username), Email: w.authorEmail(g.actor.Username), When: latest},
 			Committer: object.Signature{Name: w.cfg.CommitterName, Email: w.cfg.CommitterEmail, When: now},
 			Message:   commitMessage(recorded(g, res.skipped), versions),
 			TreeHash:  newTree,
@@ -839,20 +840,13 @@ func recorded(g *actorGroup, skipped map[string]bool) *actorGroup {
 func (w *Writer) gitLink(path, commit string, at metav1.Time) historyv1alpha1.GitLink {
 	return historyv1alpha1.GitLink{
 		Destination: w.cfg.Destination.Name, DestinationNamespace: w.cfg.Destination.Namespace,
-		Repository: RedactedURL(w.cfg.URL), Branch: w.cfg.Branch, Commit: commit, Path: path, CommittedAt: &at,
+		Repository: gitrecord.RedactedURL(w.cfg.URL), Branch: w.cfg.Branch, Commit: commit, Path: path, CommittedAt: &at,
 	}
-}
-
-func authorName(a historyv1alpha1.Actor) string {
-	if a.Username == "" {
-		return "unknown"
-	}
-	return a.Username
 }
 
 func (w *Writer) authorEmail(username string) string {
 	if username == "" {
-		username = "unknown"
+		username = gitrecord.UnknownAuthor
 	}
 	local := strings.Map(func(r rune) rune {
 		switch {
@@ -864,76 +858,20 @@ func (w *Writer) authorEmail(username string) string {
 	return strings.ReplaceAll(w.cfg.AuthorEmailPattern, "{username}", local)
 }
 
-// commitMessage names the actor, verbs and objects in the subject ("alice: update configmaps
-// team-a/web"), lists every change in the body when the subject cannot, and ends with the trailers.
-func commitMessage(g *actorGroup, versions map[string]ObjectVersion) string {
-	var items []string
-	seen := map[string]bool{}
+// commitMessage is the message of a group's commit, in the grammar of gitrecord.Message.
+func commitMessage(g *actorGroup, versions map[string]gitrecord.ObjectVersion) string {
+	m := gitrecord.Message{Author: gitrecord.AuthorName(g.actor.Username), Trailers: gitrecord.Trailers{
+		ActorGroups: g.actor.Groups, Versions: versions, Markers: map[string][]string{},
+	}}
 	for _, p := range g.changes {
-		o := p.ch.Object
-		res := o.Resource
-		if o.Group != "" {
-			res += "." + o.Group
-		}
-		name := o.Name
-		if o.Namespace != "" {
-			name = o.Namespace + "/" + o.Name
-		}
-		item := fmt.Sprintf("%s %s %s", p.ch.Verb, res, name)
-		if !seen[item] {
-			seen[item] = true
-			items = append(items, item)
+		m.Items = append(m.Items, gitrecord.Item{Verb: p.ch.Verb, Object: p.ch.Object})
+		m.IDs = append(m.IDs, p.ch.ChangeID)
+		m.AuditIDs = append(m.AuditIDs, p.ch.AuditID)
+		for _, mk := range p.markers {
+			m.Markers[p.ch.ChangeID] = append(m.Markers[p.ch.ChangeID], string(mk))
 		}
 	}
-	var b strings.Builder
-	b.WriteString(authorName(g.actor) + ": ")
-	if len(items) <= 3 {
-		b.WriteString(strings.Join(items, ", "))
-	} else {
-		fmt.Fprintf(&b, "%s and %d more", strings.Join(items[:3], ", "), len(items)-3)
-	}
-	b.WriteString("\n\n")
-	if len(items) > 3 {
-		for _, it := range items {
-			b.WriteString("- " + it + "\n")
-		}
-		b.WriteString("\n")
-	}
-	auditSeen := map[string]bool{}
-	for _, p := range g.changes {
-		fmt.Fprintf(&b, "%s: %s\n", TrailerChangeID, p.ch.ChangeID)
-	}
-	for _, p := range g.changes {
-		if p.ch.AuditID != "" && !auditSeen[p.ch.AuditID] {
-			auditSeen[p.ch.AuditID] = true
-			fmt.Fprintf(&b, "%s: %s\n", TrailerAuditID, p.ch.AuditID)
-		}
-	}
-	if len(g.actor.Groups) > 0 {
-		fmt.Fprintf(&b, "%s: %s\n", TrailerActorGroups, strings.Join(g.actor.Groups, ", "))
-	}
-	paths := make([]string, 0, len(versions))
-	for p := range versions {
-		paths = append(paths, p)
-	}
-	sort.Strings(paths)
-	for _, p := range paths {
-		v := versions[p]
-		rv := v.RV
-		if rv == "" {
-			rv = "-"
-		}
-		if v.Deleted {
-			rv += " deleted"
-		}
-		fmt.Fprintf(&b, "%s: %s %s\n", TrailerObjectVersion, p, rv)
-	}
-	for _, p := range g.changes {
-		for _, m := range p.markers {
-			fmt.Fprintf(&b, "%s: %s %s\n", TrailerMarker, p.ch.ChangeID, m)
-		}
-	}
-	return b.String()
+	return m.Format()
 }
 
 // committedRecord rebuilds the record of a change that Git already holds (a redelivery, or a crash
@@ -942,7 +880,7 @@ func commitMessage(g *actorGroup, versions map[string]ObjectVersion) string {
 func (w *Writer) committedRecord(p *pending) (change.Record, error) {
 	id := w.state.ids[p.ch.ChangeID]
 	h := plumbing.NewHash(id.Commit)
-	path := ObjectPath(w.cfg.PathPrefix, p.ch.Object)
+	path := gitrecord.ObjectPath(w.cfg.PathPrefix, p.ch.Object)
 	rec := change.Record{Change: p.ch.Change, Cluster: p.ch.Object.Namespace == ""}
 	c, err := object.GetCommit(w.storer, h)
 	if err != nil {
@@ -952,7 +890,7 @@ func (w *Writer) committedRecord(p *pending) (change.Record, error) {
 	if !gitrecord.Verify(w.cfg.Key, c) {
 		return rec, fmt.Errorf("commit %s of change %s is not sealed by this installation", h, p.ch.ChangeID)
 	}
-	for _, m := range ParseTrailers(c.Message).Markers[p.ch.ChangeID] {
+	for _, m := range gitrecord.ParseTrailers(c.Message).Markers[p.ch.ChangeID] {
 		rec.Markers = append(rec.Markers, historyv1alpha1.ChangeMarker(m))
 		if historyv1alpha1.ChangeMarker(m) == historyv1alpha1.MarkerGap {
 			rec.Actor = historyv1alpha1.Actor{} // as when first committed: who made the missed changes is unknown
@@ -974,7 +912,7 @@ func (w *Writer) committedRecord(p *pending) (change.Record, error) {
 	if err != nil {
 		return rec, err
 	}
-	rec.Diff, rec.DiffTruncated = TruncateDiff(UnifiedDiff(path, old, cur, oe, ce), w.cfg.MaxDiffBytes)
+	rec.Diff, rec.DiffTruncated = gitrecord.TruncateDiff(gitrecord.UnifiedDiff(path, old, cur, oe, ce), w.cfg.MaxDiffBytes)
 	return rec, nil
 }
 

@@ -10,6 +10,7 @@ import (
 
 	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
+	"github.com/kubehistory/kubehistory/pkg/gitrecord"
 	"github.com/kubehistory/kubehistory/pkg/sanitize"
 )
 
@@ -52,9 +53,9 @@ func TestActorsDeleteAndSecrets(t *testing.T) {
 		t.Fatalf("web.yaml:\n%s", got)
 	}
 	body := gitCLI(t, co, "log", "-1", "--format=%B")
-	for _, want := range []string{TrailerChangeID + ": " + api.ChangeID, TrailerChangeID + ": " + db.ChangeID,
-		TrailerAuditID + ": " + api.AuditID, TrailerActorGroups + ": system:authenticated, team-bob",
-		TrailerObjectVersion + ": clusters/dev/team-a/core/secrets/db.yaml 102"} {
+	for _, want := range []string{gitrecord.TrailerChangeID + ": " + api.ChangeID, gitrecord.TrailerChangeID + ": " + db.ChangeID,
+		gitrecord.TrailerAuditID + ": " + api.AuditID, gitrecord.TrailerActorGroups + ": system:authenticated, team-bob",
+		gitrecord.TrailerObjectVersion + ": clusters/dev/team-a/core/secrets/db.yaml 102"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("commit message lacks %q:\n%s", want, body)
 		}
@@ -103,7 +104,7 @@ func TestActorsDeleteAndSecrets(t *testing.T) {
 	}
 	waitAcked(t, js)
 	r.stop(t)
-	st, err := ReadRepoStatus(context.Background(), r.w.kv, dest)
+	st, err := r.w.kv.Get(context.Background(), dest)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +294,7 @@ func TestChangesWithoutBody(t *testing.T) {
 	if out := gitCLI(t, co, "ls-tree", "-r", "--name-only", "HEAD"); out != "clusters/dev/team-a/core/configmaps/web.yaml" {
 		t.Fatalf("files:\n%s", out)
 	}
-	if !strings.Contains(gitCLI(t, co, "log", "--format=%B"), TrailerMarker+": "+gone.ChangeID+" ObjectGone") {
+	if !strings.Contains(gitCLI(t, co, "log", "--format=%B"), gitrecord.TrailerMarker+": "+gone.ChangeID+" ObjectGone") {
 		t.Fatal("marker trailer missing")
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/kubehistory/kubehistory/pkg/change"
 	versionedfake "github.com/kubehistory/kubehistory/pkg/generated/clientset/versioned/fake"
 	"github.com/kubehistory/kubehistory/pkg/generated/informers/externalversions"
+	"github.com/kubehistory/kubehistory/pkg/gitrecord"
 	"github.com/kubehistory/kubehistory/pkg/ingest"
 )
 
@@ -243,7 +244,7 @@ func TestSyncSeedsTheScope(t *testing.T) {
 			check = c.OrphanCheck
 			continue
 		}
-		seeds = append(seeds, change.ObjectPath("", c.Object))
+		seeds = append(seeds, gitrecord.ObjectPath("", c.Object))
 		if c.Verb != historyv1alpha1.VerbSeed || c.Source != historyv1alpha1.SourceReconcile || c.Actor.Username != "kubehistory" || len(c.Body) == 0 {
 			t.Errorf("seed %+v", c.Change)
 		}

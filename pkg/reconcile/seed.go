@@ -18,6 +18,7 @@ import (
 	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
 	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
+	"github.com/kubehistory/kubehistory/pkg/gitrecord"
 	"github.com/kubehistory/kubehistory/pkg/ingest"
 )
 
@@ -125,7 +126,7 @@ func (r *Reconciler) plan(dest change.DestinationRef, served []Resource) (*plan,
 		for _, res := range p.crResolved[i].Resources {
 			if !res.Namespaced {
 				add(res, "")
-				p.namespaces[change.ClusterDir] = true
+				p.namespaces[gitrecord.ClusterDir] = true
 				continue
 			}
 			if len(selected) == 0 {
@@ -209,7 +210,7 @@ func (r *Reconciler) seed(ctx context.Context, p *plan) seedResult {
 			r.published[p.dest] = sent
 		}
 		for i := range buf {
-			sent[change.ObjectPath("", buf[i].Object)] = publishedSeed{id: buf[i].ChangeID, at: now}
+			sent[gitrecord.ObjectPath("", buf[i].Object)] = publishedSeed{id: buf[i].ChangeID, at: now}
 		}
 		buf = buf[:0]
 		return nil
@@ -219,12 +220,12 @@ func (r *Reconciler) seed(ctx context.Context, p *plan) seedResult {
 			info := ingest.ObjectInfo{Group: l.res.Group, Resource: l.res.Resource, Namespace: u.GetNamespace(), Name: u.GetName(),
 				Labels: u.GetLabels(), LabelsKnown: true}
 			if !p.matches(info) {
-				res.excluded[change.ObjectPath("", historyv1alpha1.ChangedObject{Group: info.Group, Resource: info.Resource,
+				res.excluded[gitrecord.ObjectPath("", historyv1alpha1.ChangedObject{Group: info.Group, Resource: info.Resource,
 					Namespace: info.Namespace, Name: info.Name})] = true
 				return nil
 			}
 			obj := seedObject(l.res, u)
-			path := change.ObjectPath("", obj)
+			path := gitrecord.ObjectPath("", obj)
 			if res.expected[path] {
 				return nil // also listed for another rule
 			}

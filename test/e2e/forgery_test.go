@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kubehistory/kubehistory/pkg/gitwriter"
+	"github.com/kubehistory/kubehistory/pkg/gitrecord"
 	"github.com/kubehistory/kubehistory/test/framework"
 )
 
@@ -99,7 +99,7 @@ spec:
 		t.Fatal(err)
 	}
 	gitRun("-C", work, "commit", "-q", "-am", "update configmaps forgery/web\n\n"+
-		gitwriter.TrailerChangeID+": forged-change\n"+gitwriter.TrailerObjectVersion+": "+path+" 18446744073709551615\n")
+		gitrecord.TrailerChangeID+": forged-change\n"+gitrecord.TrailerObjectVersion+": "+path+" 18446744073709551615\n")
 	gitRun("-C", work, "push", "-q", "origin", "HEAD:main")
 
 	// Not frozen: a later change of the object still lands in Git.

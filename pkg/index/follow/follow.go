@@ -16,8 +16,8 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/kubehistory/kubehistory/pkg/change"
-	"github.com/kubehistory/kubehistory/pkg/gitwriter"
 	"github.com/kubehistory/kubehistory/pkg/index"
+	"github.com/kubehistory/kubehistory/pkg/queue"
 )
 
 // Follower keeps an index up to date.
@@ -167,58 +167,52 @@ func (f *Follower) runStatus(ctx context.Context) {
 }
 
 func (f *Follower) watchStatus(ctx context.Context) error {
-	kv, err := gitwriter.StatusBucketKV(ctx, f.js)
+	store, err := queue.OpenStatusStore(ctx, f.js)
 	if err != nil {
 		return err
 	}
-	w, err := kv.WatchAll(ctx)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events, err := store.Watch(ctx)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = w.Stop() }()
-	// The watch first delivers the current value of every key (a delete marker for a deleted one),
-	// then nil, then live updates. A key the index has and the bucket does not is gone: removed when
-	// the first pass ends.
+	// The watch first delivers the current status of every destination, then StatusSynced, then live
+	// updates. A status the index has and the bucket does not is gone: removed when the first pass ends.
 	seen := map[string]bool{}
 	initial := true
 	for {
+		var e queue.StatusEvent
+		var ok bool
 		select {
 		case <-ctx.Done():
 			return nil
-		case e, ok := <-w.Updates():
+		case e, ok = <-events:
 			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
 				return errors.New("status watch closed")
 			}
-			if e == nil {
-				if initial {
-					initial = false
-					if err := f.idx.RetainRepoStatuses(seen); err != nil {
-						return err
-					}
-				}
-				continue
-			}
-			ns, name, ok := strings.Cut(e.Key(), ".")
-			if !ok {
-				continue
-			}
-			switch e.Operation() {
-			case jetstream.KeyValuePut:
-				var st change.RepoState
-				if err := json.Unmarshal(e.Value(), &st); err != nil {
-					klog.ErrorS(err, "Skipping undecodable RepoStatus", "key", e.Key())
-					continue
-				}
-				if initial {
-					seen[ns+"/"+name] = true
-				}
-				if err := f.idx.PutRepoStatus(index.RepoStatusEntry{Namespace: ns, Name: name, Rev: e.Revision(), State: st}); err != nil {
+		}
+		switch e.Type {
+		case queue.StatusSynced:
+			if initial {
+				initial = false
+				if err := f.idx.RetainRepoStatuses(seen); err != nil {
 					return err
 				}
-			case jetstream.KeyValueDelete, jetstream.KeyValuePurge:
-				if err := f.idx.DeleteRepoStatus(ns, name, e.Revision()); err != nil {
-					return err
-				}
+			}
+		case queue.StatusPut:
+			if initial {
+				seen[e.Ref.Namespace+"/"+e.Ref.Name] = true
+			}
+			if err := f.idx.PutRepoStatus(index.RepoStatusEntry{Namespace: e.Ref.Namespace, Name: e.Ref.Name, Rev: e.Rev, State: e.State}); err != nil {
+				return err
+			}
+		case queue.StatusDeleted:
+			if err := f.idx.DeleteRepoStatus(e.Ref.Namespace, e.Ref.Name, e.Rev); err != nil {
+				return err
 			}
 		}
 	}

@@ -22,7 +22,6 @@ import (
 	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/gitrecord"
-	"github.com/kubehistory/kubehistory/pkg/gitwriter"
 	"github.com/kubehistory/kubehistory/pkg/index"
 	"github.com/kubehistory/kubehistory/pkg/installkey"
 )
@@ -38,7 +37,7 @@ type Options struct {
 	Destination change.DestinationRef
 	// RepositoryURL is what the records show as the repository; default Repository without credentials.
 	RepositoryURL string
-	// MaxDiffBytes bounds each diff as the writer does; default gitwriter.DefaultMaxDiffBytes.
+	// MaxDiffBytes bounds each diff as the writer does; default gitrecord.DefaultMaxDiffBytes.
 	MaxDiffBytes int
 	// FirstSeq is the sequence of the first record; default 1.
 	FirstSeq uint64
@@ -72,10 +71,10 @@ func Rebuild(ctx context.Context, idx *index.Index, o Options) (Stats, error) {
 		o.FirstSeq = 1
 	}
 	if o.MaxDiffBytes <= 0 {
-		o.MaxDiffBytes = gitwriter.DefaultMaxDiffBytes
+		o.MaxDiffBytes = gitrecord.DefaultMaxDiffBytes
 	}
 	if o.RepositoryURL == "" {
-		o.RepositoryURL = gitwriter.RedactedURL(o.Repository)
+		o.RepositoryURL = gitrecord.RedactedURL(o.Repository)
 	}
 	repo, cleanup, err := open(ctx, o)
 	if err != nil {
@@ -163,7 +162,7 @@ func open(ctx context.Context, o Options) (*git.Repository, func(), error) {
 	})
 	if err != nil {
 		cleanup()
-		return nil, nil, fmt.Errorf("cloning %s: %w", gitwriter.RedactedURL(o.Repository), err)
+		return nil, nil, fmt.Errorf("cloning %s: %w", gitrecord.RedactedURL(o.Repository), err)
 	}
 	return repo, cleanup, nil
 }
@@ -182,68 +181,15 @@ func branchHead(repo *git.Repository, branch string) (plumbing.Hash, error) {
 	return plumbing.ZeroHash, fmt.Errorf("branch %q not found in the repository", branch)
 }
 
-// message is what a writer's commit message says.
-type message struct {
-	gitwriter.Trailers
-	items []item
-}
-
-type item struct {
-	verb historyv1alpha1.ChangeVerb
-	obj  historyv1alpha1.ChangedObject
-}
-
-// parseMessage reads the subject ("<actor>: <verb> <resource[.group]> <[namespace/]name>, ..."), the
-// body's "- " list when the subject says "and N more", and the trailers of gitwriter's commitMessage.
-func parseMessage(msg, author string) message {
-	m := message{Trailers: gitwriter.ParseTrailers(msg)}
-	lines := strings.Split(msg, "\n")
-	subject := strings.TrimPrefix(lines[0], author+": ")
-	var listed []string
-	for _, l := range lines[1:] {
-		if s, ok := strings.CutPrefix(l, "- "); ok {
-			listed = append(listed, s)
-		}
-	}
-	texts := strings.Split(subject, ", ")
-	if len(listed) > 0 && strings.Contains(subject, " more") {
-		texts = listed
-	}
-	for _, t := range texts {
-		if it, ok := parseItem(t); ok {
-			m.items = append(m.items, it)
-		}
-	}
-	return m
-}
-
-// parseItem reads "<verb> <resource[.group]> <[namespace/]name>"; in the subject the last one may end
-// in " and N more".
-func parseItem(s string) (item, bool) {
-	f := strings.Fields(s)
-	if len(f) < 3 {
-		return item{}, false
-	}
-	var it item
-	it.verb = historyv1alpha1.ChangeVerb(f[0])
-	it.obj.Resource, it.obj.Group, _ = strings.Cut(f[1], ".")
-	if ns, name, ok := strings.Cut(f[2], "/"); ok {
-		it.obj.Namespace, it.obj.Name = ns, name
-	} else {
-		it.obj.Name = f[2]
-	}
-	return it, true
-}
-
 // assign finds each change ID's item. An audit change's ID is derived from the destination, its audit
 // ID and its object, so trying the commit's audit IDs against its objects finds it exactly. Reconcile
 // changes derive theirs from what Git does not keep (the object's uid); they take the items in order,
-// which is how commitMessage lists them (one item per distinct verb and object).
-func assign(m message, dest change.DestinationRef) ([]item, []string) {
-	items := make([]item, len(m.IDs))
+// which is how the writer lists them (one item per distinct verb and object).
+func assign(m gitrecord.Message, dest change.DestinationRef) ([]gitrecord.Item, []string) {
+	items := make([]gitrecord.Item, len(m.IDs))
 	audit := make([]string, len(m.IDs))
 	found := make([]bool, len(m.IDs))
-	used := make([]bool, len(m.items))
+	used := make([]bool, len(m.Items))
 	for i, id := range m.IDs {
 		obj, a, ok := auditMatch(m, dest, id)
 		if !ok {
@@ -252,42 +198,42 @@ func assign(m message, dest change.DestinationRef) ([]item, []string) {
 		// The audit ID names the object, not the verb: one object changed twice with different verbs is
 		// two items, listed in the order of the changes.
 		pick := -1
-		for j, it := range m.items {
-			if it.obj == obj {
+		for j, it := range m.Items {
+			if it.Object == obj {
 				pick = j
 				if !used[j] {
 					break
 				}
 			}
 		}
-		items[i], audit[i], found[i], used[pick] = m.items[pick], a, true, true
+		items[i], audit[i], found[i], used[pick] = m.Items[pick], a, true, true
 	}
 	next, prev := 0, -1
 	for i := range m.IDs {
 		if found[i] {
 			continue
 		}
-		for next < len(m.items) && used[next] {
+		for next < len(m.Items) && used[next] {
 			next++
 		}
 		switch {
-		case next < len(m.items):
-			items[i], used[next], prev = m.items[next], true, next
+		case next < len(m.Items):
+			items[i], used[next], prev = m.Items[next], true, next
 		case prev >= 0:
-			items[i] = m.items[prev] // a second change of an object already listed
-		case len(m.items) > 0:
-			items[i] = m.items[len(m.items)-1]
+			items[i] = m.Items[prev] // a second change of an object already listed
+		case len(m.Items) > 0:
+			items[i] = m.Items[len(m.Items)-1]
 		}
 	}
 	return items, audit
 }
 
 // auditMatch finds the object and audit ID an audit change's ID was derived from.
-func auditMatch(m message, dest change.DestinationRef, id string) (historyv1alpha1.ChangedObject, string, bool) {
-	for _, it := range m.items {
+func auditMatch(m gitrecord.Message, dest change.DestinationRef, id string) (historyv1alpha1.ChangedObject, string, bool) {
+	for _, it := range m.Items {
 		for _, a := range m.AuditIDs {
-			if change.ID(dest, a, it.obj) == id {
-				return it.obj, a, true
+			if change.ID(dest, a, it.Object) == id {
+				return it.Object, a, true
 			}
 		}
 	}
@@ -297,11 +243,11 @@ func auditMatch(m message, dest change.DestinationRef, id string) (historyv1alph
 // records are the records of one commit, in trailer order.
 func records(repo *git.Repository, c *object.Commit, o Options) ([]change.Record, error) {
 	author := c.Author.Name
-	m := parseMessage(c.Message, author)
+	m := gitrecord.ParseMessage(c.Message, author)
 	if len(m.IDs) == 0 {
 		return nil, nil // not the writer's commit
 	}
-	if author == "unknown" {
+	if author == gitrecord.UnknownAuthor {
 		author = ""
 	}
 	tree, err := c.Tree()
@@ -323,11 +269,11 @@ func records(repo *git.Repository, c *object.Commit, o Options) ([]change.Record
 	out := make([]change.Record, 0, len(m.IDs))
 	for i, id := range m.IDs {
 		it := items[i]
-		if it.obj.Name == "" {
+		if it.Object.Name == "" {
 			klog.InfoS("Skipping a change ID whose object the commit message does not name", "commit", c.Hash.String(), "changeID", id)
 			continue
 		}
-		path := objectPath(m.Versions, it.obj)
+		path := objectPath(m.Versions, it.Object)
 		_, wrote := m.Versions[path]
 		old, oldOK, err := read(parent, path)
 		if err != nil {
@@ -337,7 +283,7 @@ func records(repo *git.Repository, c *object.Commit, o Options) ([]change.Record
 		if err != nil {
 			return nil, err
 		}
-		obj := it.obj
+		obj := it.Object
 		if v, ok := m.Versions[path]; ok {
 			obj.ResourceVersion = v.RV
 		}
@@ -348,7 +294,7 @@ func records(repo *git.Repository, c *object.Commit, o Options) ([]change.Record
 		obj.Version, obj.Kind = typeOf(content)
 		rec := change.Record{Cluster: obj.Namespace == "", Change: historyv1alpha1.Change{
 			Object:     obj,
-			Verb:       it.verb,
+			Verb:       it.Verb,
 			Actor:      historyv1alpha1.Actor{Username: author, Groups: m.ActorGroups},
 			Source:     historyv1alpha1.SourceAudit,
 			AuditID:    auditIDs[i],
@@ -358,7 +304,7 @@ func records(repo *git.Repository, c *object.Commit, o Options) ([]change.Record
 				Repository: o.RepositoryURL, Branch: o.Branch, Commit: c.Hash.String(), Path: path, CommittedAt: &committed},
 			Markers: markers(m.Markers[id]),
 		}}
-		if it.verb == historyv1alpha1.VerbSeed || it.verb == historyv1alpha1.VerbOrphanDelete {
+		if it.Verb == historyv1alpha1.VerbSeed || it.Verb == historyv1alpha1.VerbOrphanDelete {
 			rec.Source = historyv1alpha1.SourceReconcile
 		} else if rec.AuditID == "" && len(m.AuditIDs) == 1 {
 			rec.AuditID = m.AuditIDs[0]
@@ -370,7 +316,7 @@ func records(repo *git.Repository, c *object.Commit, o Options) ([]change.Record
 		}
 		if wrote {
 			// A change that lost to a newer state of its object wrote nothing: no diff, as the writer records it.
-			rec.Diff, rec.DiffTruncated = gitwriter.TruncateDiff(gitwriter.UnifiedDiff(path, old, cur, oldOK, curOK), o.MaxDiffBytes)
+			rec.Diff, rec.DiffTruncated = gitrecord.TruncateDiff(gitrecord.UnifiedDiff(path, old, cur, oldOK, curOK), o.MaxDiffBytes)
 		}
 		out = append(out, rec)
 	}
@@ -380,8 +326,8 @@ func records(repo *git.Repository, c *object.Commit, o Options) ([]change.Record
 // objectPath is the object's file: the Object-Version trailer's path that ends in the object's own
 // path (the destination's path prefix comes before it), or the unprefixed path when the change wrote
 // nothing (an older state that lost to a newer one).
-func objectPath(versions map[string]gitwriter.ObjectVersion, obj historyv1alpha1.ChangedObject) string {
-	rel := change.ObjectPath("", obj)
+func objectPath(versions map[string]gitrecord.ObjectVersion, obj historyv1alpha1.ChangedObject) string {
+	rel := gitrecord.ObjectPath("", obj)
 	for p := range versions {
 		if p == rel || strings.HasSuffix(p, "/"+rel) {
 			return p

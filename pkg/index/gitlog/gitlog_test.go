@@ -16,6 +16,7 @@ import (
 
 	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
+	"github.com/kubehistory/kubehistory/pkg/gitrecord"
 	"github.com/kubehistory/kubehistory/pkg/gitwriter"
 	"github.com/kubehistory/kubehistory/pkg/index"
 	"github.com/kubehistory/kubehistory/pkg/index/follow"
@@ -305,6 +306,6 @@ func pushForged(t *testing.T, bare string) {
 	}
 	run("-C", dir, "add", ".")
 	run("-C", dir, "commit", "-q", "-m", "create configmaps team-z/forged\n\n"+
-		gitwriter.TrailerChangeID+": forged-1\n"+gitwriter.TrailerObjectVersion+": clusters/dev/namespaces/team-z/configmaps/forged.yaml 18446744073709551615\n")
+		gitrecord.TrailerChangeID+": forged-1\n"+gitrecord.TrailerObjectVersion+": clusters/dev/namespaces/team-z/configmaps/forged.yaml 18446744073709551615\n")
 	run("-C", dir, "push", "-q", "origin", "HEAD:main")
 }

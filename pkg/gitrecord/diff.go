@@ -1,10 +1,14 @@
-package gitwriter
+package gitrecord
 
 import (
 	"strings"
 
 	"github.com/pmezard/go-difflib/difflib"
 )
+
+// DefaultMaxDiffBytes bounds the diff a record carries unless a destination says otherwise: a record
+// rebuilt from Git must cut its diff where the writer cut it.
+const DefaultMaxDiffBytes = 64 << 10
 
 // UnifiedDiff is the git-style unified diff of one file (a/ and b/ prefixes, /dev/null for a created
 // or removed file), the form `git apply` accepts. Empty when nothing changed.
