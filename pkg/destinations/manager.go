@@ -55,8 +55,9 @@ type Options struct {
 	// Resync is how often every destination is re-read (Secret changes are noticed then).
 	Resync time.Duration
 	// LeaseDuration of the per-destination writer lease: how long a dead replica's destinations wait
-	// before another replica takes them over.
-	LeaseDuration time.Duration
+	// before another replica takes them over. RenewDeadline and RetryPeriod complete the lease timing
+	// (--leader-elect-*); zero derives them from LeaseDuration (2/3 and 1/6 of it).
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 	// LeaseNamespace holds the writer leases: kubehistory's own namespace, never the destination's, so
 	// that a tenant who may edit Leases in their namespace cannot seize or fence a writer.
 	LeaseNamespace string
@@ -133,6 +134,9 @@ func New(opts Options, lister configlisters.GitDestinationLister, kube kubernete
 	}
 	if opts.LeaseDuration == 0 {
 		opts.LeaseDuration = 15 * time.Second
+	}
+	if opts.RenewDeadline == 0 || opts.RetryPeriod == 0 {
+		opts.RenewDeadline, opts.RetryPeriod = opts.LeaseDuration*2/3, opts.LeaseDuration/6
 	}
 	if opts.LeaseNamespace == "" {
 		opts.LeaseNamespace = "kubehistory-system"
@@ -390,8 +394,8 @@ func (m *Manager) start(ctx context.Context, key, hash string, generation int64,
 				Lock:            lock,
 				Name:            key,
 				LeaseDuration:   m.opts.LeaseDuration,
-				RenewDeadline:   m.opts.LeaseDuration * 2 / 3,
-				RetryPeriod:     m.opts.LeaseDuration / 6,
+				RenewDeadline:   m.opts.RenewDeadline,
+				RetryPeriod:     m.opts.RetryPeriod,
 				ReleaseOnCancel: true,
 				Callbacks: leaderelection.LeaderCallbacks{
 					OnStartedLeading: func(ctx context.Context) { m.lead(ctx, key, ref, r, cfg, bad) },

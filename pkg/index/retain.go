@@ -1,6 +1,7 @@
 package index
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/klog/v2"
 )
 
 // retainChunk bounds the entries one retention transaction removes: a first pass over a large index
@@ -19,6 +22,26 @@ const retainChunk = 10000
 type Retention struct {
 	MaxAge     time.Duration
 	MaxEntries int
+}
+
+// RunRetention applies the policy at once and then every interval until ctx ends; with no bound it
+// returns at once. A failed pass is logged and retried at the next tick: retention is housekeeping, and
+// the API serves correctly (if from a larger file) meanwhile.
+func (x *Index) RunRetention(ctx context.Context, p Retention, interval time.Duration) {
+	if p.MaxAge <= 0 && p.MaxEntries <= 0 {
+		return
+	}
+	klog.InfoS("Index retention on", "maxAge", p.MaxAge, "maxEntries", p.MaxEntries, "interval", interval)
+	wait.UntilWithContext(ctx, func(context.Context) {
+		start := time.Now()
+		removed, err := x.Retain(p, start)
+		switch {
+		case err != nil:
+			klog.ErrorS(err, "Applying index retention", "removed", removed)
+		case removed > 0:
+			klog.InfoS("Index retention removed entries", "removed", removed, "duration", time.Since(start))
+		}
+	}, interval)
 }
 
 // Retain applies the policy at now through Compact, so that readers resuming below the removed

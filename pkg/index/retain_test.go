@@ -1,6 +1,7 @@
 package index
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -160,4 +161,52 @@ func TestLock(t *testing.T) {
 	if err := release(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// RunRetention applies the policy at once and again on every tick (entries added after the first pass
+// are removed by a later one), and returns when its context ends.
+func TestRunRetention(t *testing.T) {
+	x, err := Open(filepath.Join(t.TempDir(), "index.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	t0 := time.Now()
+	add := func(from, to int) {
+		var recs []SeqRecord
+		for i := from; i <= to; i++ {
+			recs = append(recs, SeqRecord{Seq: uint64(i), Record: rec(fmt.Sprint("id-", i), "a", "obj", t0)})
+		}
+		if _, err := x.AddBatch(recs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitCount := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			n, err := x.Count()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("Count = %d, want %d", n, want)
+			}
+			time.Sleep(10 * time.Millisecond) // polls the index; RunRetention's ticks are the signal
+		}
+	}
+	add(1, 20)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { x.RunRetention(ctx, Retention{MaxEntries: 5}, 20*time.Millisecond); close(done) }()
+	waitCount(5)
+	add(21, 30)
+	waitCount(5)
+	cancel()
+	<-done
+	// With no bound it returns at once.
+	x.RunRetention(context.Background(), Retention{}, time.Hour)
 }

@@ -60,6 +60,9 @@ type Options struct {
 	LeaderElect    bool
 	LeaseNamespace string
 	LeaseName      string
+	// LeaseDuration, RenewDeadline and RetryPeriod time the Lease (component-base's leader election
+	// configuration, --leader-elect-*); zero takes 15s, 10s and 2s.
+	LeaseDuration, RenewDeadline, RetryPeriod time.Duration
 	// Identity is this replica's name: the lease holder identity.
 	Identity string
 	// Policy redacts the bodies of sensitive objects before a seed is published; without it their
@@ -121,6 +124,9 @@ func New(opts Options, kube kubernetes.Interface, client versioned.Interface, dy
 	}
 	if opts.Settle < 0 {
 		opts.Settle = 0
+	}
+	if opts.LeaseDuration == 0 {
+		opts.LeaseDuration, opts.RenewDeadline, opts.RetryPeriod = 15*time.Second, 10*time.Second, 2*time.Second
 	}
 	if opts.LeaseName == "" {
 		opts.LeaseName = DefaultLeaseName
@@ -266,9 +272,9 @@ func (r *Reconciler) Run(ctx context.Context) {
 		leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
 			Lock:            lock,
 			Name:            r.opts.LeaseName,
-			LeaseDuration:   15 * time.Second,
-			RenewDeadline:   10 * time.Second,
-			RetryPeriod:     2 * time.Second,
+			LeaseDuration:   r.opts.LeaseDuration,
+			RenewDeadline:   r.opts.RenewDeadline,
+			RetryPeriod:     r.opts.RetryPeriod,
 			ReleaseOnCancel: true,
 			Callbacks: leaderelection.LeaderCallbacks{
 				OnStartedLeading: r.lead,

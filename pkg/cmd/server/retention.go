@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
-	"k8s.io/klog/v2"
 
 	"github.com/kubehistory/kubehistory/pkg/index"
 )
@@ -48,30 +47,7 @@ func (o *RetentionOptions) policy() index.Retention {
 	return index.Retention{MaxAge: o.MaxAge, MaxEntries: o.MaxEntries}
 }
 
-// Run applies the policy at once and then every Interval until ctx ends; with no bound it returns at
-// once. A failed pass is logged and retried at the next tick: retention is housekeeping, and the API
-// serves correctly (if from a larger file) meanwhile.
+// Run applies the policy every Interval until ctx ends (index.RunRetention).
 func (o *RetentionOptions) Run(ctx context.Context, idx *index.Index) {
-	p := o.policy()
-	if p.MaxAge <= 0 && p.MaxEntries <= 0 {
-		return
-	}
-	klog.InfoS("Index retention on", "maxAge", p.MaxAge, "maxEntries", p.MaxEntries, "interval", o.Interval)
-	t := time.NewTicker(o.Interval)
-	defer t.Stop()
-	for {
-		start := time.Now()
-		removed, err := idx.Retain(p, start)
-		switch {
-		case err != nil:
-			klog.ErrorS(err, "Applying index retention", "removed", removed)
-		case removed > 0:
-			klog.InfoS("Index retention removed entries", "removed", removed, "duration", time.Since(start))
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
+	idx.RunRetention(ctx, o.policy(), o.Interval)
 }
