@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -237,11 +238,11 @@ func (st *state) catchUp(s storer.EncodedObjectStorer, head plumbing.Hash) error
 
 // olderThan reports whether resourceVersion a is older than b. Resource versions are opaque, but
 // every API server backed by etcd uses increasing integers: they are compared as numbers when both
-// parse. Otherwise (or when one is unknown) nothing can be said and the newest arrival wins.
+// parse (apimachinery's CompareResourceVersion). Otherwise (or when one is unknown) nothing can be
+// said and the newest arrival wins.
 func olderThan(a, b string) bool {
-	x, err1 := strconv.ParseUint(a, 10, 64)
-	y, err2 := strconv.ParseUint(b, 10, 64)
-	return err1 == nil && err2 == nil && x < y
+	c, err := resourceversion.CompareResourceVersion(a, b)
+	return err == nil && c < 0
 }
 
 // impossibleLead is how far a recorded resourceVersion may run ahead of the one the reconciler

@@ -1,7 +1,7 @@
 package ingest
 
 import (
-	"strconv"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
 	"sync"
 	"time"
 
@@ -99,7 +99,6 @@ func (l *lastVersions) forget(uid string) {
 // olderVersion reports whether resourceVersion a is provably older than b. kube-apiserver's are etcd
 // revisions (integers); other stores' are opaque, and then the later arrival wins.
 func olderVersion(a, b string) bool {
-	x, errA := strconv.ParseUint(a, 10, 64)
-	y, errB := strconv.ParseUint(b, 10, 64)
-	return errA == nil && errB == nil && x < y
+	c, err := resourceversion.CompareResourceVersion(a, b)
+	return err == nil && c < 0
 }
