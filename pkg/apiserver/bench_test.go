@@ -44,17 +44,17 @@ func BenchmarkServeList500(b *testing.B) {
 	var batch []index.SeqRecord
 	for i := 1; i <= 500; i++ {
 		name := fmt.Sprintf("cm-%03d", i)
-		batch = append(batch, index.SeqRecord{Seq: uint64(i), Record: change.Record{Change: historyv1alpha1.Change{
-			Object: historyv1alpha1.ChangedObject{Version: "v1", Resource: "configmaps", Kind: "ConfigMap", Namespace: "bench", Name: name,
+		batch = append(batch, index.SeqRecord{Seq: uint64(i), Record: change.Record{Fields: change.Fields{
+			Object: change.Object{Version: "v1", Resource: "configmaps", Kind: "ConfigMap", Namespace: "bench", Name: name,
 				UID: fmt.Sprintf("7dda3d23-b267-4bca-8175-%012d", i), ResourceVersion: fmt.Sprint(1000 + i)},
-			Verb:       historyv1alpha1.VerbCreate,
-			Actor:      historyv1alpha1.Actor{Username: "admin", Groups: []string{"system:masters", "system:authenticated"}, UserAgent: "kubectl/v1.32.4 (linux/amd64) kubernetes/4cb5f07", SourceIPs: []string{"127.0.0.1"}},
-			Source:     historyv1alpha1.SourceAudit,
+			Verb:       change.VerbCreate,
+			Actor:      change.Actor{Username: "admin", Groups: []string{"system:masters", "system:authenticated"}, UserAgent: "kubectl/v1.32.4 (linux/amd64) kubernetes/4cb5f07", SourceIPs: []string{"127.0.0.1"}},
+			Source:     change.SourceAudit,
 			AuditID:    fmt.Sprintf("b51d9646-b4f3-4aa4-8584-%012d", i),
 			ChangeID:   fmt.Sprintf("c79c8173b80d54a5e66ae0fc9d93%04d", i),
 			RequestURI: "/api/v1/namespaces/bench/configmaps?fieldManager=kubectl-client-side-apply&fieldValidation=Strict",
 			ChangeTime: metav1.NewMicroTime(t0.Add(time.Duration(i) * time.Millisecond)),
-			Git: historyv1alpha1.GitLink{Destination: "main", DestinationNamespace: "bench", Repository: "file:///srv/git/bench.git", Branch: "main",
+			Git: change.GitLink{Destination: "main", DestinationNamespace: "bench", Repository: "file:///srv/git/bench.git", Branch: "main",
 				Commit: fmt.Sprintf("522d864ff07936c9b5f4d1b1b80a391ccb3%05d", i), Path: "bench/core/configmaps/" + name + ".yaml"},
 			Diff: fmt.Sprintf("diff --git a/bench/core/configmaps/%[1]s.yaml b/bench/core/configmaps/%[1]s.yaml\nnew file mode 100644\n--- /dev/null\n+++ b/bench/core/configmaps/%[1]s.yaml\n@@ -0,0 +1,10 @@\n+apiVersion: v1\n+data:\n+  config: %[2]s\n+  i: \"%[3]d\"\n+kind: ConfigMap\n+metadata:\n+  labels:\n+    app: bench\n+  name: %[1]s\n+  namespace: bench\n",
 				name, strings.Repeat("key=value;", 100), i),

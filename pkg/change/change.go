@@ -1,7 +1,8 @@
 // Package change defines the messages that travel through JetStream: a Change is an accepted change on
 // its way from ingest (or the reconciler) to a Git writer, on stream KUBEHISTORY_CHANGES; a Record is a
 // committed change on its way from a Git writer to every replica's index, on stream KUBEHISTORY_HISTORY.
-// Both are JSON so that an operator can read them with the nats CLI.
+// Both are JSON so that an operator can read them with the nats CLI. Their types are a versioned storage
+// format of their own (fields.go, version.go), which the registry converts to the history API.
 package change
 
 import (
@@ -10,7 +11,6 @@ import (
 	"encoding/json"
 	"strings"
 
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/sanitize"
 )
 
@@ -45,7 +45,11 @@ func (d DestinationRef) HistorySubject() string {
 
 // Change is an accepted change of one object, addressed to one destination.
 type Change struct {
-	historyv1alpha1.Change `json:",inline"`
+	// V is the storage version the change was written in (Version), 0 when written before changes had
+	// one; see Upgrade.
+	V int `json:"v,omitempty"`
+	Fields
+
 	// Destination is the GitDestination the change goes to.
 	Destination DestinationRef `json:"destination"`
 	// Body is the object after the change (the audit event's responseObject, or the listed object for a
@@ -89,9 +93,14 @@ type OrphanCheck struct {
 	GraceSeconds int64 `json:"graceSeconds,omitempty"`
 }
 
-// Record is a committed change, as the index stores and the history API serves it.
+// Record is a committed change, as the index stores it; the registry converts it to the history API's
+// types.
 type Record struct {
-	historyv1alpha1.Change `json:",inline"`
+	// V is the storage version the record was written in (Version), 0 when written before records had
+	// one; see Upgrade.
+	V int `json:"v,omitempty"`
+	Fields
+
 	// Cluster is true for changes of cluster-scoped objects (served as ClusterResourceChange).
 	Cluster bool `json:"cluster,omitempty"`
 }
@@ -100,7 +109,7 @@ type Record struct {
 // changes, a caller-chosen token such as the observed resourceVersion) and the object. It is also the
 // JetStream Nats-Msg-Id, so a batch that kube-apiserver re-sends is deduplicated by JetStream and, past
 // the duplicate window, by the writer (which finds the ID in Git trailers).
-func ID(destination DestinationRef, token string, obj historyv1alpha1.ChangedObject) string {
+func ID(destination DestinationRef, token string, obj Object) string {
 	h := sha256.New()
 	for _, s := range []string{destination.Namespace, destination.Name, token, obj.Group, obj.Resource, obj.Namespace, obj.Name} {
 		h.Write([]byte(s))
@@ -139,8 +148,8 @@ func (c *Change) RedactBody(policy Policy) {
 	red, _, err := sanitize.Redact(c.Body, opts)
 	if err != nil {
 		c.Body, c.Redacted = nil, false
-		if c.Verb != historyv1alpha1.VerbDelete && !c.HasMarker(historyv1alpha1.MarkerNoBody) {
-			c.Markers = append(c.Markers, historyv1alpha1.MarkerNoBody)
+		if c.Verb != VerbDelete && !c.HasMarker(MarkerNoBody) {
+			c.Markers = append(c.Markers, MarkerNoBody)
 		}
 		return
 	}
@@ -148,7 +157,7 @@ func (c *Change) RedactBody(policy Policy) {
 }
 
 // HasMarker says whether the change carries marker m.
-func (c *Change) HasMarker(m historyv1alpha1.ChangeMarker) bool {
+func (c *Change) HasMarker(m Marker) bool {
 	for _, x := range c.Markers {
 		if x == m {
 			return true

@@ -2,12 +2,12 @@ package change
 
 import (
 	"encoding/json"
-
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
+	"strconv"
 )
 
-// Encode is json.Marshal(c), faster on the ingest hot path: a change as the audit webhook makes it (no
-// Git link, diff or orphan check yet) is written field by field, in the order and with the omissions
+// Encode is json.Marshal(c) with c.V set to Version (changes are written in the current storage
+// version), faster on the ingest hot path: a change as the audit webhook makes it (no Git link, diff or
+// orphan check yet) is written field by field, in the order and with the omissions
 // encoding/json uses, and its Body is copied as it is rather than re-scanned and compacted (encoding/json
 // does that to every json.RawMessage, which doubled the work on each ~2 KiB object already checked when
 // the audit EventList was decoded). Body must therefore be valid JSON, as it is when it comes from a
@@ -18,7 +18,9 @@ func Encode(c *Change) ([]byte, error) {
 		return encodeSlow(c)
 	}
 	b := make([]byte, 0, 640+len(c.Body))
-	b = append(b, `{"object":`...)
+	b = append(b, `{"v":`...)
+	b = strconv.AppendInt(b, Version, 10)
+	b = append(b, `,"object":`...)
 	b = appendObject(b, &c.Object)
 	b = append(b, `,"verb":`...)
 	b = appendString(b, string(c.Verb))
@@ -77,7 +79,7 @@ func Encode(c *Change) ([]byte, error) {
 
 // zeroGitLink is how encoding/json writes the empty Git link of a change not yet committed.
 var zeroGitLink = func() []byte {
-	b, err := json.Marshal(historyv1alpha1.GitLink{})
+	b, err := json.Marshal(GitLink{})
 	if err != nil {
 		panic(err)
 	}
@@ -87,16 +89,17 @@ var zeroGitLink = func() []byte {
 // fastEncodable tells the changes Encode writes itself: those the audit webhook and the reconciler's
 // seeds make.
 func fastEncodable(c *Change) bool {
-	return c.Git == (historyv1alpha1.GitLink{}) && c.Diff == "" && !c.DiffTruncated && c.OrphanCheck == nil
+	return c.Git == (GitLink{}) && c.Diff == "" && !c.DiffTruncated && c.OrphanCheck == nil
 }
 
 // encodeSlow is json.Marshal(c) with Body spliced in rather than re-scanned by encoding/json.
 func encodeSlow(c *Change) ([]byte, error) {
+	head := *c
+	head.V = Version
 	body := c.Body
 	if len(body) == 0 {
-		return json.Marshal(c)
+		return json.Marshal(&head)
 	}
-	head := *c
 	head.Body = nil
 	data, err := json.Marshal(&head)
 	if err != nil {
@@ -110,7 +113,7 @@ func encodeSlow(c *Change) ([]byte, error) {
 	return append(out, '}'), nil
 }
 
-func appendObject(b []byte, o *historyv1alpha1.ChangedObject) []byte {
+func appendObject(b []byte, o *Object) []byte {
 	b = append(b, '{')
 	if o.Group != "" {
 		b = append(b, `"group":`...)
@@ -142,7 +145,7 @@ func appendObject(b []byte, o *historyv1alpha1.ChangedObject) []byte {
 	return append(b, '}')
 }
 
-func appendActor(b []byte, a *historyv1alpha1.Actor) []byte {
+func appendActor(b []byte, a *Actor) []byte {
 	b = append(b, '{')
 	n := len(b) // a comma goes before every field but the first
 	comma := func(b []byte) []byte {

@@ -2,8 +2,6 @@ package change
 
 import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 )
 
 // RepoStatusBucket is the JetStream KV bucket holding one RepoState per destination (key
@@ -37,6 +35,12 @@ type RepoState struct {
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
 }
 
+// Reasons of RepoOrphan.
+const (
+	OrphanObjectGone = "ObjectGone"
+	OrphanOutOfScope = "OutOfScope"
+)
+
 // RepoOrphan is a file in Git whose object no longer exists or left the tracked scope.
 type RepoOrphan struct {
 	Path   string `json:"path"`
@@ -44,4 +48,4 @@ type RepoOrphan struct {
 }
 
 // MaxOrphans bounds RepoState.Orphans, so that a status stays small whatever a pass finds.
-const MaxOrphans = historyv1alpha1.MaxOrphansListed
+const MaxOrphans = 100

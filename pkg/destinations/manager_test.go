@@ -21,7 +21,6 @@ import (
 	"k8s.io/client-go/tools/cache"
 
 	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	configfake "github.com/kubehistory/kubehistory/pkg/generated/clientset/versioned/fake"
 	configlisters "github.com/kubehistory/kubehistory/pkg/generated/listers/config/v1alpha1"
@@ -134,11 +133,11 @@ func TestOneWriterPerDestinationAndFailover(t *testing.T) {
 		t.Helper()
 		var cs []change.Change
 		for _, n := range names {
-			obj := historyv1alpha1.ChangedObject{Version: "v1", Resource: "configmaps", Kind: "ConfigMap", Namespace: "team-a", Name: n, ResourceVersion: "1"}
+			obj := change.Object{Version: "v1", Resource: "configmaps", Kind: "ConfigMap", Namespace: "team-a", Name: n, ResourceVersion: "1"}
 			dest := change.DestinationRef{Namespace: "team-a", Name: "history"}
 			cs = append(cs, change.Change{
-				Change: historyv1alpha1.Change{Object: obj, Verb: historyv1alpha1.VerbCreate, Source: historyv1alpha1.SourceAudit,
-					Actor: historyv1alpha1.Actor{Username: "alice"}, ChangeID: change.ID(dest, "audit-"+n, obj), ChangeTime: metav1.NowMicro()},
+				Fields: change.Fields{Object: obj, Verb: change.VerbCreate, Source: change.SourceAudit,
+					Actor: change.Actor{Username: "alice"}, ChangeID: change.ID(dest, "audit-"+n, obj), ChangeTime: metav1.NowMicro()},
 				Destination: dest,
 				Body:        []byte(fmt.Sprintf(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":%q,"namespace":"team-a","resourceVersion":"1"},"data":{"k":"v"}}`, n)),
 			})
@@ -352,10 +351,10 @@ func TestStatusReportsFailuresAndDeletion(t *testing.T) {
 	})
 
 	dest := change.DestinationRef{Namespace: "team-a", Name: "frozen"}
-	obj := historyv1alpha1.ChangedObject{Version: "v1", Resource: "configmaps", Kind: "ConfigMap", Namespace: "team-a", Name: "web", ResourceVersion: "1"}
+	obj := change.Object{Version: "v1", Resource: "configmaps", Kind: "ConfigMap", Namespace: "team-a", Name: "web", ResourceVersion: "1"}
 	if err := pub.Publish(ctx, []change.Change{{
-		Change: historyv1alpha1.Change{Object: obj, Verb: historyv1alpha1.VerbCreate, Source: historyv1alpha1.SourceAudit,
-			Actor: historyv1alpha1.Actor{Username: "alice"}, ChangeID: change.ID(dest, "audit-web", obj), ChangeTime: metav1.NowMicro()},
+		Fields: change.Fields{Object: obj, Verb: change.VerbCreate, Source: change.SourceAudit,
+			Actor: change.Actor{Username: "alice"}, ChangeID: change.ID(dest, "audit-web", obj), ChangeTime: metav1.NowMicro()},
 		Destination: dest,
 		Body:        []byte(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"web","namespace":"team-a","resourceVersion":"1"}}`),
 	}}); err != nil {

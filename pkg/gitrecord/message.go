@@ -1,11 +1,11 @@
 package gitrecord
 
 import (
+	"github.com/kubehistory/kubehistory/pkg/change"
+
 	"fmt"
 	"sort"
 	"strings"
-
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 )
 
 // UnknownAuthor is the author name of a commit whose actor has no username.
@@ -22,8 +22,8 @@ func AuthorName(username string) string {
 // Item is one change as a commit message lists it: "<verb> <resource[.group]> <[namespace/]name>".
 // Only the object's group, resource, namespace and name are part of it.
 type Item struct {
-	Verb   historyv1alpha1.ChangeVerb
-	Object historyv1alpha1.ChangedObject
+	Verb   change.Verb
+	Object change.Object
 }
 
 func (it Item) String() string {
@@ -47,7 +47,7 @@ func parseItem(s string) (Item, bool) {
 		return Item{}, false
 	}
 	var it Item
-	it.Verb = historyv1alpha1.ChangeVerb(f[0])
+	it.Verb = change.Verb(f[0])
 	it.Object.Resource, it.Object.Group, _ = strings.Cut(f[1], ".")
 	if ns, name, ok := strings.Cut(f[2], "/"); ok {
 		it.Object.Namespace, it.Object.Name = ns, name

@@ -1,16 +1,16 @@
 package gitrecord
 
 import (
-	"strings"
+	"github.com/kubehistory/kubehistory/pkg/change"
 
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
+	"strings"
 )
 
 // ObjectPath is where an object's YAML lives in a destination's repository:
 // <prefix>/<namespace or _cluster>/<group or core>/<resource>/<name>.yaml. It is part of the contract
 // between the reconciler (which lists expected paths), the writer (which owns the files) and the index
 // rebuilt from Git (which finds an object's file by it).
-func ObjectPath(prefix string, obj historyv1alpha1.ChangedObject) string {
+func ObjectPath(prefix string, obj change.Object) string {
 	ns := obj.Namespace
 	if ns == "" {
 		ns = ClusterDir
@@ -34,12 +34,12 @@ const (
 
 // ObjectFromPath is the inverse of ObjectPath("", obj) for namespace, group, resource and name; ok is
 // false for a path that ObjectPath cannot have made.
-func ObjectFromPath(rel string) (historyv1alpha1.ChangedObject, bool) {
+func ObjectFromPath(rel string) (change.Object, bool) {
 	parts := strings.Split(rel, "/")
 	if len(parts) != 4 || !strings.HasSuffix(parts[3], ".yaml") {
-		return historyv1alpha1.ChangedObject{}, false
+		return change.Object{}, false
 	}
-	var o historyv1alpha1.ChangedObject
+	var o change.Object
 	if parts[0] != ClusterDir {
 		o.Namespace = unescapeSegment(parts[0])
 	}

@@ -1,13 +1,13 @@
 package gitrecord
 
 import (
+	"github.com/kubehistory/kubehistory/pkg/change"
+
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 )
 
 // TestUnifiedDiffApplies checks every diff with `git apply --check` against the old file.
@@ -65,13 +65,13 @@ func TestUnifiedDiffApplies(t *testing.T) {
 func TestObjectPath(t *testing.T) {
 	tests := []struct {
 		prefix string
-		obj    historyv1alpha1.ChangedObject
+		obj    change.Object
 		want   string
 	}{
-		{"", historyv1alpha1.ChangedObject{Resource: "configmaps", Namespace: "a", Name: "web"}, "a/core/configmaps/web.yaml"},
-		{"/p/q/", historyv1alpha1.ChangedObject{Group: "apps", Resource: "deployments", Namespace: "a", Name: "d"}, "p/q/a/apps/deployments/d.yaml"},
-		{"p", historyv1alpha1.ChangedObject{Group: "rbac.authorization.k8s.io", Resource: "clusterroles", Name: "system:admin"}, "p/_cluster/rbac.authorization.k8s.io/clusterroles/system:admin.yaml"},
-		{"", historyv1alpha1.ChangedObject{Resource: "x", Namespace: "..", Name: "a/b"}, "_.._/core/x/a%2Fb.yaml"},
+		{"", change.Object{Resource: "configmaps", Namespace: "a", Name: "web"}, "a/core/configmaps/web.yaml"},
+		{"/p/q/", change.Object{Group: "apps", Resource: "deployments", Namespace: "a", Name: "d"}, "p/q/a/apps/deployments/d.yaml"},
+		{"p", change.Object{Group: "rbac.authorization.k8s.io", Resource: "clusterroles", Name: "system:admin"}, "p/_cluster/rbac.authorization.k8s.io/clusterroles/system:admin.yaml"},
+		{"", change.Object{Resource: "x", Namespace: "..", Name: "a/b"}, "_.._/core/x/a%2Fb.yaml"},
 	}
 	for _, tc := range tests {
 		if got := ObjectPath(tc.prefix, tc.obj); got != tc.want {
@@ -109,17 +109,17 @@ func gitCLI(t testing.TB, dir string, args ...string) string {
 // TestMessageFormat holds the commit message grammar: every commit the writer made follows it, and the
 // index rebuilt from Git reads them back with ParseMessage.
 func TestMessageFormat(t *testing.T) {
-	obj := func(group, resource, ns, name string) historyv1alpha1.ChangedObject {
-		return historyv1alpha1.ChangedObject{Group: group, Resource: resource, Namespace: ns, Name: name}
+	obj := func(group, resource, ns, name string) change.Object {
+		return change.Object{Group: group, Resource: resource, Namespace: ns, Name: name}
 	}
 	m := Message{
 		Author: AuthorName("alice"),
 		Items: []Item{
-			{Verb: historyv1alpha1.VerbUpdate, Object: obj("", "configmaps", "team-a", "web")},
-			{Verb: historyv1alpha1.VerbDelete, Object: obj("apps", "deployments", "team-a", "d")},
-			{Verb: historyv1alpha1.VerbCreate, Object: obj("", "secrets", "team-a", "s")},
-			{Verb: historyv1alpha1.VerbUpdate, Object: obj("", "configmaps", "team-a", "web")},
-			{Verb: historyv1alpha1.VerbSeed, Object: obj("rbac.authorization.k8s.io", "clusterroles", "", "admin")},
+			{Verb: change.VerbUpdate, Object: obj("", "configmaps", "team-a", "web")},
+			{Verb: change.VerbDelete, Object: obj("apps", "deployments", "team-a", "d")},
+			{Verb: change.VerbCreate, Object: obj("", "secrets", "team-a", "s")},
+			{Verb: change.VerbUpdate, Object: obj("", "configmaps", "team-a", "web")},
+			{Verb: change.VerbSeed, Object: obj("rbac.authorization.k8s.io", "clusterroles", "", "admin")},
 		},
 		Trailers: Trailers{
 			IDs:         []string{"c1", "c2", "c3", "c4", "c5"},

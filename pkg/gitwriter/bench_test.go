@@ -15,7 +15,6 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/gitrecord"
 )
@@ -138,9 +137,9 @@ func BenchmarkCommit(b *testing.B) {
 						body, _ := json.Marshal(map[string]interface{}{"apiVersion": "v1", "kind": "ConfigMap",
 							"metadata": map[string]interface{}{"name": name, "namespace": ns, "resourceVersion": fmt.Sprint(stamp + int64(i))},
 							"data":     map[string]interface{}{"value": fmt.Sprintf("v%d-%d", n, stamp)}})
-						obj := historyv1alpha1.ChangedObject{Version: "v1", Resource: "configmaps", Namespace: ns, Name: name}
-						batch = append(batch, &pending{seq: uint64(i), ch: change.Change{Body: body, Change: historyv1alpha1.Change{
-							Object: obj, Verb: historyv1alpha1.VerbUpdate, Actor: historyv1alpha1.Actor{Username: fmt.Sprintf("user%d", actors.actor(i))},
+						obj := change.Object{Version: "v1", Resource: "configmaps", Namespace: ns, Name: name}
+						batch = append(batch, &pending{seq: uint64(i), ch: change.Change{Body: body, Fields: change.Fields{
+							Object: obj, Verb: change.VerbUpdate, Actor: change.Actor{Username: fmt.Sprintf("user%d", actors.actor(i))},
 							ChangeID: fmt.Sprintf("%d-%d", stamp, i), ChangeTime: metav1.NewMicroTime(at.Add(time.Duration(i) * time.Microsecond))}}})
 					}
 					b.StartTimer()

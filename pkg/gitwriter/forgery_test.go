@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
+	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/gitrecord"
 )
 
@@ -49,7 +49,7 @@ func TestForgedTrailerDoesNotFreeze(t *testing.T) {
 	publish(t, js, "", seed)
 	recs = waitRecords(t, js, 3)
 	waitAcked(t, js)
-	if got := recordByID(recs)[seed.ChangeID]; got.Verb != historyv1alpha1.VerbSeed {
+	if got := recordByID(recs)[seed.ChangeID]; got.Verb != change.VerbSeed {
 		t.Fatalf("seed record: %+v", got)
 	}
 	if got := gitCLI(t, checkout(t, remote), "show", "HEAD:"+path); !strings.Contains(got, "red") {

@@ -7,7 +7,6 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 )
 
@@ -15,10 +14,10 @@ import (
 func TestGroupByActorKeepsTimeOrder(t *testing.T) {
 	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
 	mk := func(seq uint64, actor, verb, rv string, at int) *pending {
-		return &pending{seq: seq, ch: change.Change{Change: historyv1alpha1.Change{
-			Object:     historyv1alpha1.ChangedObject{Version: "v1", Resource: "configmaps", Namespace: "ns", Name: "web", ResourceVersion: rv},
-			Verb:       historyv1alpha1.ChangeVerb(verb),
-			Actor:      historyv1alpha1.Actor{Username: actor},
+		return &pending{seq: seq, ch: change.Change{Fields: change.Fields{
+			Object:     change.Object{Version: "v1", Resource: "configmaps", Namespace: "ns", Name: "web", ResourceVersion: rv},
+			Verb:       change.Verb(verb),
+			Actor:      change.Actor{Username: actor},
 			ChangeTime: metav1.NewMicroTime(t0.Add(time.Duration(at) * time.Millisecond)),
 		}}}
 	}

@@ -18,7 +18,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/installkey"
 )
@@ -106,16 +105,16 @@ var changeSeq int
 // delete or a change without body.
 func mkChange(user, verb, resource, ns, name, rv string, body map[string]interface{}) change.Change {
 	changeSeq++
-	obj := historyv1alpha1.ChangedObject{Version: "v1", Resource: resource, Namespace: ns, Name: name, ResourceVersion: rv}
+	obj := change.Object{Version: "v1", Resource: resource, Namespace: ns, Name: name, ResourceVersion: rv}
 	kind := map[string]string{"configmaps": "ConfigMap", "secrets": "Secret", "namespaces": "Namespace"}[resource]
 	obj.Kind = kind
 	token := fmt.Sprintf("audit-%d", changeSeq)
 	ch := change.Change{
-		Change: historyv1alpha1.Change{
+		Fields: change.Fields{
 			Object:     obj,
-			Verb:       historyv1alpha1.ChangeVerb(verb),
-			Actor:      historyv1alpha1.Actor{Username: user, Groups: []string{"system:authenticated", "team-" + user}},
-			Source:     historyv1alpha1.SourceAudit,
+			Verb:       change.Verb(verb),
+			Actor:      change.Actor{Username: user, Groups: []string{"system:authenticated", "team-" + user}},
+			Source:     change.SourceAudit,
 			AuditID:    token,
 			ChangeID:   change.ID(dest, token, obj),
 			ChangeTime: metav1.NewMicroTime(changeClock.Add(time.Duration(changeSeq) * time.Millisecond)),

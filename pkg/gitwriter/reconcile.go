@@ -19,7 +19,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/gitrecord"
 )
@@ -53,7 +52,7 @@ func (w *Writer) classifySeeds(batch []*pending, read func(string) (fileState, e
 	copied := false
 	var held map[string]time.Duration
 	for i, p := range batch {
-		if p.ch.Verb != historyv1alpha1.VerbSeed || p.yaml == nil {
+		if p.ch.Verb != change.VerbSeed || p.yaml == nil {
 			continue
 		}
 		path := gitrecord.ObjectPath(w.cfg.PathPrefix, p.ch.Object)
@@ -82,8 +81,8 @@ func (w *Writer) classifySeeds(batch []*pending, read func(string) (fileState, e
 			out, copied = append([]*pending(nil), batch...), true
 		}
 		q := *p
-		q.ch.Actor = historyv1alpha1.Actor{}
-		q.markers = append(append([]historyv1alpha1.ChangeMarker(nil), p.markers...), historyv1alpha1.MarkerGap)
+		q.ch.Actor = change.Actor{}
+		q.markers = append(append([]change.Marker(nil), p.markers...), change.MarkerGap)
 		out[i] = &q
 	}
 	if len(held) > 0 {
@@ -123,7 +122,7 @@ type checkPass struct {
 	resources  map[string]bool
 	namespaces map[string]bool
 	grace      time.Duration
-	actor      historyv1alpha1.Actor
+	actor      change.Actor
 }
 
 // orphanCheck adds one chunk of a reconciler's orphan check and, once every chunk of the pass is
@@ -176,7 +175,7 @@ func (w *Writer) orphanCheck(ctx context.Context, ch *change.Change) error {
 // orphan is a file of the destination whose object the scope does not cover.
 type orphan struct {
 	path   string // full path in the repository
-	object historyv1alpha1.ChangedObject
+	object change.Object
 	reason string
 }
 
@@ -286,11 +285,11 @@ func (w *Writer) publishOrphanDeletes(ctx context.Context, c *checkPass, due []o
 			obj.ResourceVersion = ps.RV
 		}
 		ch := change.Change{
-			Change: historyv1alpha1.Change{
+			Fields: change.Fields{
 				Object:     obj,
-				Verb:       historyv1alpha1.VerbOrphanDelete,
+				Verb:       change.VerbOrphanDelete,
 				Actor:      c.actor,
-				Source:     historyv1alpha1.SourceReconcile,
+				Source:     change.SourceReconcile,
 				ChangeID:   change.ID(w.cfg.Destination, "orphan/"+c.pass, obj),
 				ChangeTime: metav1.NewMicroTime(now),
 			},

@@ -11,7 +11,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/gitrecord"
 	"github.com/kubehistory/kubehistory/pkg/queue"
@@ -22,9 +21,9 @@ const reconcilerUser = "system:serviceaccount:kubehistory-system:kubehistory-api
 // mkSeed builds a seed as the reconciler publishes it.
 func mkSeed(resource, ns, name, rv string, body map[string]interface{}) change.Change {
 	c := mkChange(reconcilerUser, "seed", resource, ns, name, rv, body)
-	c.Source = historyv1alpha1.SourceReconcile
+	c.Source = change.SourceReconcile
 	c.AuditID = ""
-	c.Actor = historyv1alpha1.Actor{Username: reconcilerUser}
+	c.Actor = change.Actor{Username: reconcilerUser}
 	c.Object.UID = "uid-" + name
 	c.ChangeID = change.ID(dest, "seed/uid-"+name+"/"+rv, c.Object)
 	return c
@@ -35,8 +34,8 @@ func mkCheck(pass string, grace int64, resources, namespaces, excluded []string,
 	var out []change.Change
 	for i, paths := range chunks {
 		c := change.Change{
-			Change: historyv1alpha1.Change{
-				Source: historyv1alpha1.SourceReconcile, Actor: historyv1alpha1.Actor{Username: reconcilerUser},
+			Fields: change.Fields{
+				Source: change.SourceReconcile, Actor: change.Actor{Username: reconcilerUser},
 				ChangeID:   fmt.Sprintf("check-%s-%d", pass, i),
 				ChangeTime: metav1.NewMicroTime(time.Now()),
 			},
@@ -107,11 +106,11 @@ func TestSeedsCommitOnlyWhereGitDiffers(t *testing.T) {
 		t.Error("a seed older than Git was recorded")
 	}
 	api := byID[seeds[1].ChangeID]
-	if api.Verb != historyv1alpha1.VerbSeed || api.Source != historyv1alpha1.SourceReconcile || api.Actor.Username != reconcilerUser || len(api.Markers) != 0 {
+	if api.Verb != change.VerbSeed || api.Source != change.SourceReconcile || api.Actor.Username != reconcilerUser || len(api.Markers) != 0 {
 		t.Errorf("new-file seed: verb %s source %s actor %q markers %v", api.Verb, api.Source, api.Actor.Username, api.Markers)
 	}
 	gap := byID[seeds[2].ChangeID]
-	if gap.Verb != historyv1alpha1.VerbSeed || gap.Actor.Username != "" || len(gap.Markers) != 1 || gap.Markers[0] != historyv1alpha1.MarkerGap {
+	if gap.Verb != change.VerbSeed || gap.Actor.Username != "" || len(gap.Markers) != 1 || gap.Markers[0] != change.MarkerGap {
 		t.Errorf("gap seed: verb %s actor %q markers %v", gap.Verb, gap.Actor.Username, gap.Markers)
 	}
 	if !strings.Contains(gap.Diff, `-  size: "1"`) || !strings.Contains(gap.Diff, `+  size: "2"`) {
@@ -216,8 +215,8 @@ func TestOrphanCheck(t *testing.T) {
 	recs := waitRecords(t, js, before+4)
 	waitAcked(t, js)
 	for _, rec := range recs[before:] {
-		if rec.Verb != historyv1alpha1.VerbOrphanDelete || rec.Source != historyv1alpha1.SourceReconcile || rec.Actor.Username != reconcilerUser {
-			t.Errorf("orphan record %+v", rec.Change)
+		if rec.Verb != change.VerbOrphanDelete || rec.Source != change.SourceReconcile || rec.Actor.Username != reconcilerUser {
+			t.Errorf("orphan record %+v", rec.Fields)
 		}
 		if rec.Object.Version != "v1" || rec.Object.Kind == "" || !strings.Contains(rec.Diff, "+++ /dev/null") {
 			t.Errorf("orphan record object %+v diff:\n%s", rec.Object, rec.Diff)
@@ -279,7 +278,7 @@ func TestGapHeldForAuditChange(t *testing.T) {
 		t.Errorf("bob's update: %+v", u)
 	}
 	gap, ok := byID[lost.ChangeID]
-	if !ok || len(gap.Markers) != 1 || gap.Markers[0] != historyv1alpha1.MarkerGap {
+	if !ok || len(gap.Markers) != 1 || gap.Markers[0] != change.MarkerGap {
 		t.Fatalf("the unexplained seed is not a Gap: %+v", gap)
 	}
 	if len(records(t, js)) != 4 {

@@ -8,7 +8,6 @@ import (
 	"k8s.io/component-base/metrics/legacyregistry"
 	"k8s.io/klog/v2"
 
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/gitrecord"
 )
@@ -17,7 +16,7 @@ import (
 // actor. The writer asks it when the audit event did not carry the object's labels (Metadata audit
 // level, writes through subresources, deletes answered with a Status): ingest then matched the change
 // ignoring objectSelectors, and only the writer, with the object in hand, can apply them.
-type Scope func(dest change.DestinationRef, obj historyv1alpha1.ChangedObject, labels map[string]string, actor string) bool
+type Scope func(dest change.DestinationRef, obj change.Object, labels map[string]string, actor string) bool
 
 // Reasons a change is left out of Git by the scope check, the label of outOfScopeTotal.
 const (
@@ -45,7 +44,7 @@ func registerWriterMetrics() {
 
 // needsScope says whether the change was matched without the object's labels.
 func (p *pending) needsScope() bool {
-	return len(p.ch.Body) == 0 && !p.control() && !p.ch.Sweep && p.ch.Source == historyv1alpha1.SourceAudit
+	return len(p.ch.Body) == 0 && !p.control() && !p.ch.Sweep && p.ch.Source == change.SourceAudit
 }
 
 // inScope applies the scope to a change matched without labels; body is the fetched object (nil when

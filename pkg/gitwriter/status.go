@@ -16,7 +16,6 @@ import (
 	"k8s.io/klog/v2"
 
 	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/gitrecord"
 	"github.com/kubehistory/kubehistory/pkg/queue"
@@ -33,8 +32,8 @@ const (
 	ReasonOrphansFound  = "OrphansFound"
 	ReasonOrphansPruned = "OrphansPruned"
 	// Reasons of RepoStatus.orphans entries.
-	OrphanReasonObjectGone = string(historyv1alpha1.OrphanObjectGone)
-	OrphanReasonOutOfScope = string(historyv1alpha1.OrphanOutOfScope)
+	OrphanReasonObjectGone = change.OrphanObjectGone
+	OrphanReasonOutOfScope = change.OrphanOutOfScope
 )
 
 // SetRepoStatusRefused stores, for a destination whose writer cannot run (an invalid spec, missing

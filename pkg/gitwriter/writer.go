@@ -37,7 +37,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
 
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/gitrecord"
 	"github.com/kubehistory/kubehistory/pkg/queue"
@@ -214,7 +213,7 @@ type pending struct {
 	resolved bool
 	yaml     []byte // sanitized state to write; nil when there is none
 	gone     bool
-	markers  []historyv1alpha1.ChangeMarker // added by the writer
+	markers  []change.Marker // added by the writer
 	// outOfScope: matched by ingest without the object's labels, and no rule selects the object.
 	outOfScope bool
 	// plain is the cleaned object of a Secret that an encrypting destination stores SOPS-encrypted; its
@@ -225,8 +224,8 @@ type pending struct {
 // control is true for a reconciler's orphan check: it changes no object and makes no record itself.
 func (p *pending) control() bool { return p.ch.OrphanCheck != nil }
 
-func isDelete(v historyv1alpha1.ChangeVerb) bool {
-	return v == historyv1alpha1.VerbDelete || v == historyv1alpha1.VerbOrphanDelete
+func isDelete(v change.Verb) bool {
+	return v == change.VerbDelete || v == change.VerbOrphanDelete
 }
 
 // collect waits for a first change, then gathers more for the commit window.
@@ -251,7 +250,14 @@ func (w *Writer) collect(ctx context.Context) ([]*pending, error) {
 		}
 		for msg := range mb.Messages() {
 			var ch change.Change
-			if err := json.Unmarshal(msg.Data(), &ch); err != nil || ch.ChangeID == "" {
+			err := change.DecodeChange(msg.Data(), &ch)
+			if errors.Is(err, change.ErrUnknownVersion) {
+				// Written by a newer build (an upgrade under way): a writer of that build reads it.
+				klog.ErrorS(err, "Leaving a change of a newer storage version", "destination", w.ref(), "subject", msg.Subject())
+				_ = msg.NakWithDelay(time.Minute)
+				continue
+			}
+			if err != nil || ch.ChangeID == "" {
 				// A message no writer can ever read: terminate it rather than block the destination.
 				klog.ErrorS(err, "Dropping an undecodable change", "destination", w.ref(), "subject", msg.Subject())
 				_ = msg.Term()
@@ -507,7 +513,7 @@ func (w *Writer) resolve(ctx context.Context, batch []*pending) error {
 		}
 		if !found {
 			p.gone, p.resolved = true, true
-			p.markers = append(p.markers, historyv1alpha1.MarkerObjectGone)
+			p.markers = append(p.markers, change.MarkerObjectGone)
 			w.inScope(p, nil)
 			continue
 		}
@@ -527,7 +533,7 @@ func (w *Writer) resolve(ctx context.Context, batch []*pending) error {
 			return fmt.Errorf("sanitizing fetched %s %s/%s: %w", o.Resource, o.Namespace, o.Name, err)
 		}
 		p.yaml, p.resolved = y, true
-		p.markers = append(p.markers, historyv1alpha1.MarkerFetchedAtWriteTime)
+		p.markers = append(p.markers, change.MarkerFetchedAtWriteTime)
 		if p.ch.Object.ResourceVersion == "" {
 			p.ch.Object.ResourceVersion = bodyRV(body)
 		}
@@ -537,7 +543,7 @@ func (w *Writer) resolve(ctx context.Context, batch []*pending) error {
 
 // encrypts says whether the object is a Secret this destination stores SOPS-encrypted. Such a Secret is
 // always read from the API server at write time: the body in the stream holds fingerprints, not values.
-func (w *Writer) encrypts(o historyv1alpha1.ChangedObject) bool {
+func (w *Writer) encrypts(o change.Object) bool {
 	return len(w.cfg.SOPSRecipients) > 0 && o.Group == "" && o.Resource == "secrets"
 }
 
@@ -622,7 +628,7 @@ type buildResult struct {
 }
 
 type actorGroup struct {
-	actor   historyv1alpha1.Actor
+	actor   change.Actor
 	changes []*pending
 }
 
@@ -742,13 +748,13 @@ func (w *Writer) build(base plumbing.Hash, batch []*pending, now time.Time) (*bu
 			}
 			cur, known := current(path)
 			apply := (del || y != nil) && applies(cur, known, p.rv(), del)
-			if !apply && p.ch.Verb == historyv1alpha1.VerbSeed && y != nil && impossiblyNewer(cur.RV, p.rv()) {
+			if !apply && p.ch.Verb == change.VerbSeed && y != nil && impossiblyNewer(cur.RV, p.rv()) {
 				// A seed is the cluster's observed state: a recorded version far beyond it cannot be real
 				// (forged, or resourceVersions went back after an etcd restore) and must not freeze the
 				// file. A slightly newer one is an audit change that raced the List, and wins.
 				apply = true
 			}
-			if p.ch.Source == historyv1alpha1.SourceReconcile && !reconcileChanges(apply, del, old, y) {
+			if p.ch.Source == change.SourceReconcile && !reconcileChanges(apply, del, old, y) {
 				res.skipped[p.ch.ChangeID] = true
 				continue
 			}
@@ -772,8 +778,8 @@ func (w *Writer) build(base plumbing.Hash, batch []*pending, now time.Time) (*bu
 				ps := gitrecord.ObjectVersion{RV: p.rv(), Deleted: del}
 				res.paths[path], versions[path] = ps, ps
 			}
-			rec := change.Record{Change: p.ch.Change, Cluster: o.Namespace == ""}
-			rec.Markers = append(append([]historyv1alpha1.ChangeMarker(nil), p.ch.Markers...), p.markers...)
+			rec := change.Record{Fields: p.ch.Fields, Cluster: o.Namespace == ""}
+			rec.Markers = append(append([]change.Marker(nil), p.ch.Markers...), p.markers...)
 			rec.Git = w.gitLink(path, "", committedAt)
 			rec.Diff, rec.DiffTruncated = gitrecord.TruncateDiff(gitrecord.UnifiedDiff(path, old.content, next.content, old.exists, next.exists), w.cfg.MaxDiffBytes)
 			res.records = append(res.records, rec)
@@ -837,8 +843,8 @@ func recorded(g *actorGroup, skipped map[string]bool) *actorGroup {
 	return out
 }
 
-func (w *Writer) gitLink(path, commit string, at metav1.Time) historyv1alpha1.GitLink {
-	return historyv1alpha1.GitLink{
+func (w *Writer) gitLink(path, commit string, at metav1.Time) change.GitLink {
+	return change.GitLink{
 		Destination: w.cfg.Destination.Name, DestinationNamespace: w.cfg.Destination.Namespace,
 		Repository: gitrecord.RedactedURL(w.cfg.URL), Branch: w.cfg.Branch, Commit: commit, Path: path, CommittedAt: &at,
 	}
@@ -881,7 +887,7 @@ func (w *Writer) committedRecord(p *pending) (change.Record, error) {
 	id := w.state.ids[p.ch.ChangeID]
 	h := plumbing.NewHash(id.Commit)
 	path := gitrecord.ObjectPath(w.cfg.PathPrefix, p.ch.Object)
-	rec := change.Record{Change: p.ch.Change, Cluster: p.ch.Object.Namespace == ""}
+	rec := change.Record{Fields: p.ch.Fields, Cluster: p.ch.Object.Namespace == ""}
 	c, err := object.GetCommit(w.storer, h)
 	if err != nil {
 		return rec, fmt.Errorf("reading commit %s of change %s: %w", h, p.ch.ChangeID, err)
@@ -891,9 +897,9 @@ func (w *Writer) committedRecord(p *pending) (change.Record, error) {
 		return rec, fmt.Errorf("commit %s of change %s is not sealed by this installation", h, p.ch.ChangeID)
 	}
 	for _, m := range gitrecord.ParseTrailers(c.Message).Markers[p.ch.ChangeID] {
-		rec.Markers = append(rec.Markers, historyv1alpha1.ChangeMarker(m))
-		if historyv1alpha1.ChangeMarker(m) == historyv1alpha1.MarkerGap {
-			rec.Actor = historyv1alpha1.Actor{} // as when first committed: who made the missed changes is unknown
+		rec.Markers = append(rec.Markers, change.Marker(m))
+		if change.Marker(m) == change.MarkerGap {
+			rec.Actor = change.Actor{} // as when first committed: who made the missed changes is unknown
 		}
 	}
 	parentTree := plumbing.ZeroHash
@@ -924,7 +930,7 @@ func (w *Writer) publish(ctx context.Context, records []change.Record) error {
 	subject := w.cfg.Destination.HistorySubject()
 	futures := make([]jetstream.PubAckFuture, 0, len(records))
 	for i := range records {
-		data, err := json.Marshal(&records[i])
+		data, err := change.EncodeRecord(&records[i])
 		if err != nil {
 			return err
 		}

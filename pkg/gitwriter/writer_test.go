@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/gitrecord"
 	"github.com/kubehistory/kubehistory/pkg/sanitize"
@@ -277,14 +276,14 @@ func TestChangesWithoutBody(t *testing.T) {
 	f := fakeFetcher{"configmaps/team-a/web": `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"web","namespace":"team-a","resourceVersion":"55"},"data":{"x":"fetched"}}`}
 	startWriter(t, testConfig(t, "file://"+remote), js, f)
 	present := mkChange("alice", "patch", "configmaps", "team-a", "web", "", nil)
-	present.Markers = []historyv1alpha1.ChangeMarker{historyv1alpha1.MarkerNoBody}
+	present.Markers = []change.Marker{change.MarkerNoBody}
 	gone := mkChange("bob", "patch", "configmaps", "team-a", "old", "", nil)
 	publish(t, js, "", present, gone)
 	byID := recordByID(waitRecords(t, js, 2))
-	if m := byID[present.ChangeID].Markers; len(m) != 2 || m[0] != historyv1alpha1.MarkerNoBody || m[1] != historyv1alpha1.MarkerFetchedAtWriteTime {
+	if m := byID[present.ChangeID].Markers; len(m) != 2 || m[0] != change.MarkerNoBody || m[1] != change.MarkerFetchedAtWriteTime {
 		t.Fatalf("markers %v", m)
 	}
-	if m := byID[gone.ChangeID].Markers; len(m) != 1 || m[0] != historyv1alpha1.MarkerObjectGone {
+	if m := byID[gone.ChangeID].Markers; len(m) != 1 || m[0] != change.MarkerObjectGone {
 		t.Fatalf("markers %v", m)
 	}
 	if byID[gone.ChangeID].Diff != "" || byID[gone.ChangeID].Git.Commit == "" {
@@ -311,7 +310,7 @@ func TestScopeAppliesSelectorToFetchedObjects(t *testing.T) {
 	}
 	cfg := testConfig(t, "file://"+remote)
 	var asked []string
-	cfg.Scope = func(d change.DestinationRef, obj historyv1alpha1.ChangedObject, labels map[string]string, actor string) bool {
+	cfg.Scope = func(d change.DestinationRef, obj change.Object, labels map[string]string, actor string) bool {
 		asked = append(asked, obj.Name)
 		return labels["tracked"] == "true"
 	}

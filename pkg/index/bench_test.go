@@ -13,7 +13,6 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 )
 
@@ -39,17 +38,17 @@ func benchRecord(i uint64) change.Record {
 	sha := hex.EncodeToString(sum[:])
 	at := benchStart.Add(time.Duration(i) * 100 * time.Millisecond)
 	committed := metav1.NewTime(at.Add(time.Second))
-	return change.Record{Change: historyv1alpha1.Change{
-		Object: historyv1alpha1.ChangedObject{Version: "v1", Resource: "configmaps", Kind: "ConfigMap", Namespace: ns, Name: name,
+	return change.Record{Fields: change.Fields{
+		Object: change.Object{Version: "v1", Resource: "configmaps", Kind: "ConfigMap", Namespace: ns, Name: name,
 			UID: "3b1e0c2a-" + sha[:4] + "-4f4e-9c1d-" + sha[4:16], ResourceVersion: strconv.FormatUint(1000+i, 10)},
-		Verb:       historyv1alpha1.VerbUpdate,
-		Actor:      historyv1alpha1.Actor{Username: "user-" + strconv.FormatUint((i/(benchNamespaces*3))%benchActors, 10), Groups: []string{"system:authenticated", "team"}},
-		Source:     historyv1alpha1.SourceAudit,
+		Verb:       change.VerbUpdate,
+		Actor:      change.Actor{Username: "user-" + strconv.FormatUint((i/(benchNamespaces*3))%benchActors, 10), Groups: []string{"system:authenticated", "team"}},
+		Source:     change.SourceAudit,
 		AuditID:    "a1b2c3d4-" + sha[:12],
 		ChangeID:   sha[:32],
 		RequestURI: "/api/v1/namespaces/" + ns + "/configmaps/" + name,
 		ChangeTime: metav1.NewMicroTime(at),
-		Git: historyv1alpha1.GitLink{Destination: "main", DestinationNamespace: "kubehistory-system", Repository: "https://git.example.com/platform/history.git",
+		Git: change.GitLink{Destination: "main", DestinationNamespace: "kubehistory-system", Repository: "https://git.example.com/platform/history.git",
 			Branch: "main", Commit: sha, Path: "namespaces/" + ns + "/configmaps/" + name + ".yaml", CommittedAt: &committed},
 		Diff: "--- a/namespaces/" + ns + "/configmaps/" + name + ".yaml\n+++ b/namespaces/" + ns + "/configmaps/" + name + ".yaml\n" +
 			"@@ -1,9 +1,9 @@\n apiVersion: v1\n data:\n-  replicas: \"" + strconv.FormatUint(i-1, 10) + "\"\n+  replicas: \"" + strconv.FormatUint(i, 10) + "\"\n" +

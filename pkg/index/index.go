@@ -191,7 +191,7 @@ func objectKey(cluster bool, namespace, objectName string) []byte {
 func addSecondaryIndexes(tx *bolt.Tx) error {
 	return tx.Bucket(bucketChanges).ForEach(func(k, v []byte) error {
 		var e Entry
-		if err := entryJSON.Unmarshal(v, &e); err != nil {
+		if err := decodeEntry(v, &e); err != nil {
 			return fmt.Errorf("decoding entry %d: %w", binary.BigEndian.Uint64(k), err)
 		}
 		return putSecondary(tx, &e)
@@ -260,6 +260,7 @@ func (x *Index) AddBatch(recs []SeqRecord) (int, error) {
 				continue
 			}
 			e := Entry{Seq: seq, Name: EntryName(rec), Record: *rec}
+			e.Record.V = change.Version
 			data, err := json.Marshal(&e)
 			if err != nil {
 				return err
@@ -282,7 +283,7 @@ func (x *Index) AddBatch(recs []SeqRecord) (int, error) {
 			var stored *Entry
 			if newest := recs[len(recs)-1].Seq; seq+RecentEntries > newest {
 				stored = &Entry{}
-				if err := entryJSON.Unmarshal(data, stored); err != nil {
+				if err := decodeEntry(data, stored); err != nil {
 					return fmt.Errorf("decoding entry %d: %w", seq, err)
 				}
 			}
@@ -479,7 +480,7 @@ func (x *Index) decode(seq uint64, data []byte, e *Entry) error {
 		*e = *p
 		return nil
 	}
-	if err := entryJSON.Unmarshal(data, e); err != nil {
+	if err := decodeEntry(data, e); err != nil {
 		return err
 	}
 	cached := *e
@@ -501,7 +502,7 @@ func (x *Index) Compact(throughSeq uint64) (int, error) {
 		c := changes.Cursor()
 		for k, v := c.First(); k != nil && binary.BigEndian.Uint64(k) <= throughSeq; k, v = c.First() {
 			var e Entry
-			if err := entryJSON.Unmarshal(v, &e); err != nil {
+			if err := decodeEntry(v, &e); err != nil {
 				return fmt.Errorf("decoding entry %d: %w", binary.BigEndian.Uint64(k), err)
 			}
 			if err := x.unindex(tx, &e); err != nil {

@@ -11,14 +11,13 @@ import (
 	bolt "go.etcd.io/bbolt"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 )
 
 func rec(id, ns, name string, at time.Time) change.Record {
-	return change.Record{Cluster: ns == "", Change: historyv1alpha1.Change{
-		Object:     historyv1alpha1.ChangedObject{Version: "v1", Resource: "configmaps", Namespace: ns, Name: name},
-		Verb:       historyv1alpha1.VerbUpdate,
+	return change.Record{Cluster: ns == "", Fields: change.Fields{
+		Object:     change.Object{Version: "v1", Resource: "configmaps", Namespace: ns, Name: name},
+		Verb:       change.VerbUpdate,
 		ChangeID:   id,
 		ChangeTime: metav1.NewMicroTime(at),
 	}}

@@ -10,7 +10,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	auditv1 "k8s.io/apiserver/pkg/apis/audit/v1"
 
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 )
 
@@ -242,10 +241,10 @@ func eventChanges(ev *auditv1.Event, head *objectHead, m RuleMatcher, last *last
 		return nil, ReasonFailed
 	}
 
-	verb := historyv1alpha1.ChangeVerb(ev.Verb)
+	verb := change.Verb(ev.Verb)
 	sub := ref.Subresource
 	if sub == "" && (ev.Verb == "patch" || ev.Verb == "update") && ev.ResponseStatus != nil && ev.ResponseStatus.Code == http.StatusCreated {
-		verb = historyv1alpha1.VerbCreate
+		verb = change.VerbCreate
 	}
 	if sub == "status" {
 		return nil, ReasonStatusSubresource
@@ -257,7 +256,7 @@ func eventChanges(ev *auditv1.Event, head *objectHead, m RuleMatcher, last *last
 			if !subresourceCreates[sub] {
 				return nil, ReasonSubresource
 			}
-			verb = historyv1alpha1.VerbUpdate
+			verb = change.VerbUpdate
 		default:
 			return nil, ReasonSubresource
 		}
@@ -268,8 +267,8 @@ func eventChanges(ev *auditv1.Event, head *objectHead, m RuleMatcher, last *last
 
 	// The objects the request changed, with what the event tells about each.
 	type target struct {
-		obj    historyv1alpha1.ChangedObject
-		verb   historyv1alpha1.ChangeVerb
+		obj    change.Object
+		verb   change.Verb
 		head   *objectHead
 		body   json.RawMessage
 		sweep  bool
@@ -278,7 +277,7 @@ func eventChanges(ev *auditv1.Event, head *objectHead, m RuleMatcher, last *last
 		respRV string
 	}
 	var targets []target
-	base := historyv1alpha1.ChangedObject{
+	base := change.Object{
 		Group: ref.APIGroup, Version: ref.APIVersion, Resource: ref.Resource,
 		Namespace: ref.Namespace, Name: ref.Name, UID: string(ref.UID), ResourceVersion: ref.ResourceVersion,
 	}
@@ -300,7 +299,7 @@ func eventChanges(ev *auditv1.Event, head *objectHead, m RuleMatcher, last *last
 			if !ok || ih.Metadata.Name == "" {
 				continue
 			}
-			t := target{obj: base, verb: historyv1alpha1.VerbDelete, head: ih, body: item, labels: true}
+			t := target{obj: base, verb: change.VerbDelete, head: ih, body: item, labels: true}
 			if ih.Metadata.Namespace != "" {
 				t.obj.Namespace = ih.Metadata.Namespace
 			}
@@ -312,7 +311,7 @@ func eventChanges(ev *auditv1.Event, head *objectHead, m RuleMatcher, last *last
 		}
 	case ev.Verb == "deletecollection":
 		base.Name = ""
-		targets = append(targets, target{obj: base, verb: historyv1alpha1.VerbDelete, sweep: true})
+		targets = append(targets, target{obj: base, verb: change.VerbDelete, sweep: true})
 	default:
 		t := target{obj: base, verb: verb}
 		if sub == "" && hasHead {
@@ -346,7 +345,7 @@ func eventChanges(ev *auditv1.Event, head *objectHead, m RuleMatcher, last *last
 		}
 		// Only an update (patch, update, a delete that marked the object) can be a no-op: a create
 		// or a removal always persists.
-		if !faultKeepNoOp && t.respRV != "" && (t.verb == historyv1alpha1.VerbUpdate || t.verb == historyv1alpha1.VerbPatch) &&
+		if !faultKeepNoOp && t.respRV != "" && (t.verb == change.VerbUpdate || t.verb == change.VerbPatch) &&
 			(t.respRV == requestRV || last.unchanged(t.obj.UID, t.respRV, ev.RequestReceivedTimestamp.Time)) {
 			noop = true
 			continue
@@ -358,18 +357,18 @@ func eventChanges(ev *auditv1.Event, head *objectHead, m RuleMatcher, last *last
 		if t.labels {
 			info.Labels = t.head.Metadata.Labels
 		}
-		var markers []historyv1alpha1.ChangeMarker
+		var markers []change.Marker
 		if t.sweep {
-			markers = append(markers, historyv1alpha1.MarkerCollectionSweep)
-		} else if len(t.body) == 0 && t.verb != historyv1alpha1.VerbDelete {
-			markers = append(markers, historyv1alpha1.MarkerNoBody)
+			markers = append(markers, change.MarkerCollectionSweep)
+		} else if len(t.body) == 0 && t.verb != change.VerbDelete {
+			markers = append(markers, change.MarkerNoBody)
 		}
 		if truncated {
-			markers = append(markers, historyv1alpha1.MarkerTruncatedEvent)
+			markers = append(markers, change.MarkerTruncatedEvent)
 		}
 		dests := m.Match(info)
 		if len(dests) > 0 {
-			if t.verb == historyv1alpha1.VerbDelete {
+			if t.verb == change.VerbDelete {
 				last.forget(t.obj.UID)
 			} else {
 				last.observe(t.obj.UID, t.respRV, ev.StageTimestamp.Time)
@@ -377,11 +376,11 @@ func eventChanges(ev *auditv1.Event, head *objectHead, m RuleMatcher, last *last
 		}
 		for _, dest := range dests {
 			out = append(out, change.Change{
-				Change: historyv1alpha1.Change{
+				Fields: change.Fields{
 					Object:     t.obj,
 					Verb:       t.verb,
 					Actor:      actor,
-					Source:     historyv1alpha1.SourceAudit,
+					Source:     change.SourceAudit,
 					AuditID:    string(ev.AuditID),
 					ChangeID:   change.ID(dest, string(ev.AuditID), t.obj),
 					RequestURI: ev.RequestURI,
@@ -405,28 +404,28 @@ func eventChanges(ev *auditv1.Event, head *objectHead, m RuleMatcher, last *last
 
 // refineVerb tells a delete that only marked the object from one that removed it, and an update that
 // completed a deletion (by removing the last finalizer) from an ordinary one.
-func refineVerb(verb historyv1alpha1.ChangeVerb, h *objectHead) historyv1alpha1.ChangeVerb {
+func refineVerb(verb change.Verb, h *objectHead) change.Verb {
 	md := &h.Metadata
 	if md.DeletionTimestamp == nil {
 		return verb
 	}
 	pending := len(md.Finalizers) > 0 || (md.DeletionGracePeriodSeconds != nil && *md.DeletionGracePeriodSeconds > 0)
 	switch {
-	case verb == historyv1alpha1.VerbDelete && pending:
-		return historyv1alpha1.VerbUpdate
-	case (verb == historyv1alpha1.VerbUpdate || verb == historyv1alpha1.VerbPatch) && !pending &&
+	case verb == change.VerbDelete && pending:
+		return change.VerbUpdate
+	case (verb == change.VerbUpdate || verb == change.VerbPatch) && !pending &&
 		md.DeletionGracePeriodSeconds != nil:
-		return historyv1alpha1.VerbDelete
+		return change.VerbDelete
 	}
 	return verb
 }
 
-func actorOf(ev *auditv1.Event) historyv1alpha1.Actor {
-	a := historyv1alpha1.Actor{UserAgent: ev.UserAgent, SourceIPs: ev.SourceIPs}
+func actorOf(ev *auditv1.Event) change.Actor {
+	a := change.Actor{UserAgent: ev.UserAgent, SourceIPs: ev.SourceIPs}
 	who := ev.User
 	if ev.ImpersonatedUser != nil {
 		who = *ev.ImpersonatedUser
-		a.Impersonator = &historyv1alpha1.Impersonator{Username: ev.User.Username, UID: ev.User.UID, Groups: ev.User.Groups}
+		a.Impersonator = &change.Impersonator{Username: ev.User.Username, UID: ev.User.UID, Groups: ev.User.Groups}
 	}
 	a.Username, a.UID, a.Groups = who.Username, who.UID, who.Groups
 	return a

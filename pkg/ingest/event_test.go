@@ -8,7 +8,6 @@ import (
 	"reflect"
 	"testing"
 
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 )
 
@@ -37,20 +36,20 @@ func loadFixture(t testing.TB, name string) []byte {
 }
 
 type wantChange struct {
-	verb         historyv1alpha1.ChangeVerb
+	verb         change.Verb
 	namespace    string
 	name         string
 	kind         string
 	rv           string
 	actor        string
 	impersonator string
-	markers      []historyv1alpha1.ChangeMarker
+	markers      []change.Marker
 	body         bool
 	sweep        bool
 }
 
 func TestEventChanges(t *testing.T) {
-	none := []historyv1alpha1.ChangeMarker(nil)
+	none := []change.Marker(nil)
 	tests := []struct {
 		fixture string
 		reasons []string // per event
@@ -92,7 +91,7 @@ func TestEventChanges(t *testing.T) {
 			want: []wantChange{
 				{verb: "delete", namespace: "team-a", name: "web-config", rv: "1400", actor: "system:serviceaccount:kube-system:namespace-controller", markers: none, body: true},
 				{verb: "delete", namespace: "team-a", name: "web-extra", rv: "1401", actor: "system:serviceaccount:kube-system:namespace-controller", markers: none, body: true},
-				{verb: "delete", namespace: "team-a", name: "", actor: "alice", markers: []historyv1alpha1.ChangeMarker{historyv1alpha1.MarkerCollectionSweep}, sweep: true},
+				{verb: "delete", namespace: "team-a", name: "", actor: "alice", markers: []change.Marker{change.MarkerCollectionSweep}, sweep: true},
 			},
 		},
 		{
@@ -100,14 +99,14 @@ func TestEventChanges(t *testing.T) {
 			reasons: []string{ReasonAccepted, ReasonAccepted, ReasonAccepted, ReasonAccepted, ReasonAccepted, ReasonAccepted},
 			want: []wantChange{
 				// scale: entry for the parent, without the Scale as body
-				{verb: "patch", namespace: "team-a", name: "web", rv: "1600", actor: "alice", markers: []historyv1alpha1.ChangeMarker{historyv1alpha1.MarkerNoBody}},
+				{verb: "patch", namespace: "team-a", name: "web", rv: "1600", actor: "alice", markers: []change.Marker{change.MarkerNoBody}},
 				// generateName: name from the response
 				{verb: "create", namespace: "team-a", name: "gen-x7k2p", kind: "ConfigMap", rv: "1601", actor: "alice", markers: none, body: true},
-				{verb: "update", namespace: "team-a", name: "big", actor: "alice", markers: []historyv1alpha1.ChangeMarker{historyv1alpha1.MarkerNoBody, historyv1alpha1.MarkerTruncatedEvent}},
+				{verb: "update", namespace: "team-a", name: "big", actor: "alice", markers: []change.Marker{change.MarkerNoBody, change.MarkerTruncatedEvent}},
 				// delete held by a finalizer: an update; removing the finalizer: the delete
 				{verb: "update", namespace: "team-a", name: "guarded", kind: "ConfigMap", rv: "1602", actor: "alice", markers: none, body: true},
 				{verb: "delete", namespace: "team-a", name: "guarded", kind: "ConfigMap", rv: "1603", actor: "system:serviceaccount:team-a:protector", markers: none, body: true},
-				{verb: "update", namespace: "", name: "viewer", actor: "alice", markers: []historyv1alpha1.ChangeMarker{historyv1alpha1.MarkerNoBody}},
+				{verb: "update", namespace: "", name: "viewer", actor: "alice", markers: []change.Marker{change.MarkerNoBody}},
 			},
 		},
 	}
@@ -148,7 +147,7 @@ func TestEventChanges(t *testing.T) {
 				if !reflect.DeepEqual(gotW, w) {
 					t.Errorf("change %d:\n got %+v\nwant %+v", i, gotW, w)
 				}
-				if c.Source != historyv1alpha1.SourceAudit || c.AuditID == "" || c.Destination != testDest {
+				if c.Source != change.SourceAudit || c.AuditID == "" || c.Destination != testDest {
 					t.Errorf("change %d: source %q auditID %q destination %v", i, c.Source, c.AuditID, c.Destination)
 				}
 				if c.ChangeID != change.ID(testDest, c.AuditID, c.Object) {

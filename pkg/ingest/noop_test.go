@@ -12,7 +12,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/component-base/metrics/testutil"
 
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 )
 
@@ -105,9 +104,9 @@ func eventList(t *testing.T, writes ...write) []byte {
 func TestNoOpWrites(t *testing.T) {
 	type want struct {
 		reason string
-		verb   historyv1alpha1.ChangeVerb
+		verb   change.Verb
 	}
-	accepted := func(verb historyv1alpha1.ChangeVerb) want { return want{ReasonAccepted, verb} }
+	accepted := func(verb change.Verb) want { return want{ReasonAccepted, verb} }
 	noop := want{reason: ReasonNoOp}
 	tests := []struct {
 		name   string

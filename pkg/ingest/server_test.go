@@ -20,7 +20,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/component-base/metrics/testutil"
 
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/installkey"
 	"github.com/kubehistory/kubehistory/pkg/queue"
@@ -416,7 +415,7 @@ func TestSecretBodyRedactedBeforePublishing(t *testing.T) {
 			if tc.policy != nil && (!c.Redacted || !strings.Contains(string(c.Body), key.Fingerprint([]byte(value)))) {
 				t.Fatalf("body not redacted under the key: %s", c.Body)
 			}
-			if tc.policy == nil && (len(c.Body) != 0 || !c.HasMarker(historyv1alpha1.MarkerNoBody)) {
+			if tc.policy == nil && (len(c.Body) != 0 || !c.HasMarker(change.MarkerNoBody)) {
 				t.Fatalf("body kept without a policy: %s (markers %v)", c.Body, c.Markers)
 			}
 		})

@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 )
 
@@ -28,10 +27,10 @@ func testChanges(token string, n int) []change.Change {
 	dest := change.DestinationRef{Namespace: "team-a", Name: "repo.main"}
 	out := make([]change.Change, n)
 	for i := range out {
-		obj := historyv1alpha1.ChangedObject{Version: "v1", Resource: "configmaps", Kind: "ConfigMap", Namespace: "team-a", Name: fmt.Sprintf("cm-%d", i)}
+		obj := change.Object{Version: "v1", Resource: "configmaps", Kind: "ConfigMap", Namespace: "team-a", Name: fmt.Sprintf("cm-%d", i)}
 		out[i] = change.Change{
-			Change: historyv1alpha1.Change{
-				Object: obj, Verb: historyv1alpha1.VerbCreate, Source: historyv1alpha1.SourceAudit,
+			Fields: change.Fields{
+				Object: obj, Verb: change.VerbCreate, Source: change.SourceAudit,
 				AuditID: token, ChangeID: change.ID(dest, token, obj),
 			},
 			Destination: dest,

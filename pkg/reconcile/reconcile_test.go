@@ -22,7 +22,6 @@ import (
 	clienttesting "k8s.io/client-go/testing"
 
 	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	versionedfake "github.com/kubehistory/kubehistory/pkg/generated/clientset/versioned/fake"
 	"github.com/kubehistory/kubehistory/pkg/generated/informers/externalversions"
@@ -176,7 +175,7 @@ func newFixture(t *testing.T, configObjs []runtime.Object, objects []runtime.Obj
 		t.Fatal(err)
 	}
 	r.now = func() time.Time { return testNow }
-	r.actor = historyv1alpha1.Actor{Username: "kubehistory"}
+	r.actor = change.Actor{Username: "kubehistory"}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	cfgInf.Start(ctx.Done())
@@ -245,8 +244,8 @@ func TestSyncSeedsTheScope(t *testing.T) {
 			continue
 		}
 		seeds = append(seeds, gitrecord.ObjectPath("", c.Object))
-		if c.Verb != historyv1alpha1.VerbSeed || c.Source != historyv1alpha1.SourceReconcile || c.Actor.Username != "kubehistory" || len(c.Body) == 0 {
-			t.Errorf("seed %+v", c.Change)
+		if c.Verb != change.VerbSeed || c.Source != change.SourceReconcile || c.Actor.Username != "kubehistory" || len(c.Body) == 0 {
+			t.Errorf("seed %+v", c.Fields)
 		}
 		if want := change.ID(c.Destination, "seed/"+c.Object.UID+"/7", c.Object); c.ChangeID != want {
 			t.Errorf("seed change ID %s, want %s", c.ChangeID, want)

@@ -35,7 +35,6 @@ import (
 	"k8s.io/klog/v2"
 
 	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	versioned "github.com/kubehistory/kubehistory/pkg/generated/clientset/versioned"
 	"github.com/kubehistory/kubehistory/pkg/generated/informers/externalversions"
@@ -109,7 +108,7 @@ type Reconciler struct {
 	queue  workqueue.TypedRateLimitingInterface[string] // nil while not leading
 	served []Resource
 	at     time.Time // when served was discovered
-	actor  historyv1alpha1.Actor
+	actor  change.Actor
 	// published remembers the seeds of this leadership term; only the worker goroutine uses it.
 	published map[change.DestinationRef]map[string]publishedSeed
 
@@ -342,17 +341,17 @@ func (r *Reconciler) processNext(ctx context.Context, q workqueue.TypedRateLimit
 }
 
 // whoAmI asks the API server for kubehistory's own username: seeds are recorded as changes by it.
-func (r *Reconciler) whoAmI(ctx context.Context) historyv1alpha1.Actor {
+func (r *Reconciler) whoAmI(ctx context.Context) change.Actor {
 	if r.opts.Actor != "" {
-		return historyv1alpha1.Actor{Username: r.opts.Actor}
+		return change.Actor{Username: r.opts.Actor}
 	}
 	ssr, err := r.kube.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
 	if err == nil && ssr.Status.UserInfo.Username != "" {
-		return historyv1alpha1.Actor{Username: ssr.Status.UserInfo.Username, UID: ssr.Status.UserInfo.UID}
+		return change.Actor{Username: ssr.Status.UserInfo.Username, UID: ssr.Status.UserInfo.UID}
 	}
 	fallback := "kubehistory:" + r.opts.Identity
 	klog.InfoS("Cannot learn kubehistory's username from the API server; recording seeds under a fallback", "username", fallback, "err", err)
-	return historyv1alpha1.Actor{Username: fallback}
+	return change.Actor{Username: fallback}
 }
 
 // resources returns the discovered resources, refreshed when older than a few seconds: a rule naming a

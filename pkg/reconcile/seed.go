@@ -16,7 +16,6 @@ import (
 	"k8s.io/klog/v2"
 
 	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/gitrecord"
 	"github.com/kubehistory/kubehistory/pkg/ingest"
@@ -220,7 +219,7 @@ func (r *Reconciler) seed(ctx context.Context, p *plan) seedResult {
 			info := ingest.ObjectInfo{Group: l.res.Group, Resource: l.res.Resource, Namespace: u.GetNamespace(), Name: u.GetName(),
 				Labels: u.GetLabels(), LabelsKnown: true}
 			if !p.matches(info) {
-				res.excluded[gitrecord.ObjectPath("", historyv1alpha1.ChangedObject{Group: info.Group, Resource: info.Resource,
+				res.excluded[gitrecord.ObjectPath("", change.Object{Group: info.Group, Resource: info.Resource,
 					Namespace: info.Namespace, Name: info.Name})] = true
 				return nil
 			}
@@ -298,15 +297,15 @@ type publishedSeed struct {
 	at time.Time
 }
 
-func seedObject(res Resource, u *unstructured.Unstructured) historyv1alpha1.ChangedObject {
-	return historyv1alpha1.ChangedObject{Group: res.Group, Version: res.Version, Resource: res.Resource, Kind: res.Kind,
+func seedObject(res Resource, u *unstructured.Unstructured) change.Object {
+	return change.Object{Group: res.Group, Version: res.Version, Resource: res.Resource, Kind: res.Kind,
 		Namespace: u.GetNamespace(), Name: u.GetName(), UID: string(u.GetUID()), ResourceVersion: u.GetResourceVersion()}
 }
 
 // seedID derives from the uid and resourceVersion: an unchanged object published again by a later pass
 // is deduplicated by JetStream, and past its window by the writer, which finds Git equal and records
 // nothing.
-func seedID(dest change.DestinationRef, obj historyv1alpha1.ChangedObject) string {
+func seedID(dest change.DestinationRef, obj change.Object) string {
 	return change.ID(dest, "seed/"+obj.UID+"/"+obj.ResourceVersion, obj)
 }
 
@@ -345,7 +344,7 @@ func (r *Reconciler) list(ctx context.Context, l listing, fn func(*unstructured.
 }
 
 // seedChange is the seed of one listed object.
-func (r *Reconciler) seedChange(dest change.DestinationRef, res Resource, obj historyv1alpha1.ChangedObject, u *unstructured.Unstructured, now time.Time) (change.Change, error) {
+func (r *Reconciler) seedChange(dest change.DestinationRef, res Resource, obj change.Object, u *unstructured.Unstructured, now time.Time) (change.Change, error) {
 	// List items of built-in types come without apiVersion and kind; the body must be a whole object.
 	u.SetAPIVersion(res.GVR().GroupVersion().String())
 	u.SetKind(res.Kind)
@@ -354,11 +353,11 @@ func (r *Reconciler) seedChange(dest change.DestinationRef, res Resource, obj hi
 		return change.Change{}, err
 	}
 	c := change.Change{
-		Change: historyv1alpha1.Change{
+		Fields: change.Fields{
 			Object:     obj,
-			Verb:       historyv1alpha1.VerbSeed,
+			Verb:       change.VerbSeed,
 			Actor:      r.actor,
-			Source:     historyv1alpha1.SourceReconcile,
+			Source:     change.SourceReconcile,
 			ChangeID:   seedID(dest, obj),
 			ChangeTime: metav1.NewMicroTime(now),
 		},
@@ -420,10 +419,10 @@ func (r *Reconciler) publishCheck(ctx context.Context, p *plan, res seedResult) 
 			oc.Resources, oc.Namespaces = sortedKeys(p.resources), sortedKeys(p.namespaces)
 		}
 		msgs = append(msgs, change.Change{
-			Change: historyv1alpha1.Change{
-				Source:     historyv1alpha1.SourceReconcile,
+			Fields: change.Fields{
+				Source:     change.SourceReconcile,
 				Actor:      r.actor,
-				ChangeID:   change.ID(p.dest, "orphan-check/"+pass+"/"+strconv.Itoa(i), historyv1alpha1.ChangedObject{}),
+				ChangeID:   change.ID(p.dest, "orphan-check/"+pass+"/"+strconv.Itoa(i), change.Object{}),
 				ChangeTime: metav1.NewMicroTime(now),
 			},
 			Destination: p.dest,

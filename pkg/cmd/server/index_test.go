@@ -15,7 +15,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	logsapi "k8s.io/component-base/logs/api/v1"
 
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/index"
 	"github.com/kubehistory/kubehistory/pkg/queue"
@@ -67,9 +66,9 @@ func TestIndexRebuildFromEmbeddedStream(t *testing.T) {
 	dest := change.DestinationRef{Namespace: "kh", Name: "main"}
 	t0 := time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
 	for i := 1; i <= 30; i++ {
-		rec := change.Record{Change: historyv1alpha1.Change{
-			Object:   historyv1alpha1.ChangedObject{Version: "v1", Resource: "configmaps", Namespace: "team-a", Name: fmt.Sprint("cm-", i%4)},
-			Verb:     historyv1alpha1.VerbUpdate,
+		rec := change.Record{Fields: change.Fields{
+			Object:   change.Object{Version: "v1", Resource: "configmaps", Namespace: "team-a", Name: fmt.Sprint("cm-", i%4)},
+			Verb:     change.VerbUpdate,
 			ChangeID: fmt.Sprint("id-", i), ChangeTime: metav1.NewMicroTime(t0.Add(time.Duration(i) * time.Second)),
 		}}
 		data, _ := json.Marshal(rec)
@@ -84,7 +83,7 @@ func TestIndexRebuildFromEmbeddedStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := old.Add(1, change.Record{Change: historyv1alpha1.Change{ChangeID: "stale", Object: historyv1alpha1.ChangedObject{Namespace: "other", Name: "x"}}}); err != nil {
+	if _, err := old.Add(1, change.Record{Fields: change.Fields{ChangeID: "stale", Object: change.Object{Namespace: "other", Name: "x"}}}); err != nil {
 		t.Fatal(err)
 	}
 	// Refused while "the server" holds it.

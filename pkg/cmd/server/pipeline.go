@@ -19,7 +19,6 @@ import (
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/klog/v2"
 
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/destinations"
 	versioned "github.com/kubehistory/kubehistory/pkg/generated/clientset/versioned"
@@ -168,7 +167,7 @@ func (o *Options) buildPipeline(ctx context.Context, idx *index.Index, clientCon
 	p.rules = ingest.NewRuleCache(p.cfgInf, kubeInf)
 	p.rules.Trust = ingest.NewDestinationTrust(o.trustedNamespaces())
 	rules := p.rules
-	scope := func(dest change.DestinationRef, obj historyv1alpha1.ChangedObject, labels map[string]string, actor string) bool {
+	scope := func(dest change.DestinationRef, obj change.Object, labels map[string]string, actor string) bool {
 		return rules.Selects(dest, ingest.ObjectInfo{Group: obj.Group, Resource: obj.Resource, Namespace: obj.Namespace, Name: obj.Name,
 			Labels: labels, LabelsKnown: true, Username: actor})
 	}

@@ -5,7 +5,6 @@ package follow
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -142,7 +141,13 @@ func (f *Follower) add(msg jetstream.Msg) error {
 		return fmt.Errorf("record metadata: %w", err)
 	}
 	var rec change.Record
-	if err := json.Unmarshal(msg.Data(), &rec); err != nil {
+	err = change.DecodeRecord(msg.Data(), &rec)
+	if errors.Is(err, change.ErrUnknownVersion) {
+		// Written by a newer build: skipping it would leave a hole in this index, so it waits, with the
+		// records after it, until this replica runs that build.
+		return fmt.Errorf("record %d: %w", meta.Sequence.Stream, err)
+	}
+	if err != nil {
 		// A record that does not decode is skipped, not retried forever: it would block the index.
 		klog.ErrorS(err, "Skipping undecodable record", "seq", meta.Sequence.Stream)
 		return msg.Term()

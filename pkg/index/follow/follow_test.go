@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/index"
 	"github.com/kubehistory/kubehistory/pkg/queue"
@@ -41,9 +40,9 @@ func TestCaughtUpWhileRecordsKeepFlowing(t *testing.T) {
 	}
 	dest := change.DestinationRef{Namespace: "a", Name: "main"}
 	publish := func(i int) {
-		rec := change.Record{Change: historyv1alpha1.Change{
-			Object:   historyv1alpha1.ChangedObject{Version: "v1", Resource: "configmaps", Namespace: "a", Name: fmt.Sprint("cm-", i)},
-			Verb:     historyv1alpha1.VerbCreate,
+		rec := change.Record{Fields: change.Fields{
+			Object:   change.Object{Version: "v1", Resource: "configmaps", Namespace: "a", Name: fmt.Sprint("cm-", i)},
+			Verb:     change.VerbCreate,
 			ChangeID: fmt.Sprintf("id-%d", i), ChangeTime: metav1.NowMicro(),
 		}}
 		data, _ := json.Marshal(&rec)

@@ -2,7 +2,6 @@ package follow
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -79,7 +78,11 @@ func Rebuild(ctx context.Context, js jetstream.JetStream, idx *index.Index) (Reb
 			}
 			st.Read++
 			var rec change.Record
-			if err := json.Unmarshal(msg.Data(), &rec); err != nil || rec.ChangeID == "" {
+			err = change.DecodeRecord(msg.Data(), &rec)
+			if errors.Is(err, change.ErrUnknownVersion) {
+				return st, fmt.Errorf("record %d: %w", seq, err)
+			}
+			if err != nil || rec.ChangeID == "" {
 				// As the follower does: a record that does not decode is no history entry.
 				klog.ErrorS(err, "Skipping undecodable record", "seq", seq)
 				st.Skipped++

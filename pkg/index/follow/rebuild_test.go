@@ -11,7 +11,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/index"
 	"github.com/kubehistory/kubehistory/pkg/queue"
@@ -56,9 +55,9 @@ func TestRebuildFromStream(t *testing.T) {
 		if i == 2000 {
 			id = "id-7" // a re-publish of an indexed change
 		}
-		rec := change.Record{Change: historyv1alpha1.Change{
-			Object:   historyv1alpha1.ChangedObject{Version: "v1", Resource: "configmaps", Namespace: fmt.Sprint("ns-", i%3), Name: "web"},
-			Verb:     historyv1alpha1.VerbUpdate,
+		rec := change.Record{Fields: change.Fields{
+			Object:   change.Object{Version: "v1", Resource: "configmaps", Namespace: fmt.Sprint("ns-", i%3), Name: "web"},
+			Verb:     change.VerbUpdate,
 			ChangeID: id, ChangeTime: metav1.NewMicroTime(t0.Add(time.Duration(i) * time.Second)),
 		}}
 		data, _ := json.Marshal(rec)

@@ -19,7 +19,6 @@ import (
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/yaml"
 
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/gitrecord"
 	"github.com/kubehistory/kubehistory/pkg/index"
@@ -229,7 +228,7 @@ func assign(m gitrecord.Message, dest change.DestinationRef) ([]gitrecord.Item, 
 }
 
 // auditMatch finds the object and audit ID an audit change's ID was derived from.
-func auditMatch(m gitrecord.Message, dest change.DestinationRef, id string) (historyv1alpha1.ChangedObject, string, bool) {
+func auditMatch(m gitrecord.Message, dest change.DestinationRef, id string) (change.Object, string, bool) {
 	for _, it := range m.Items {
 		for _, a := range m.AuditIDs {
 			if change.ID(dest, a, it.Object) == id {
@@ -237,7 +236,7 @@ func auditMatch(m gitrecord.Message, dest change.DestinationRef, id string) (his
 			}
 		}
 	}
-	return historyv1alpha1.ChangedObject{}, "", false
+	return change.Object{}, "", false
 }
 
 // records are the records of one commit, in trailer order.
@@ -292,26 +291,26 @@ func records(repo *git.Repository, c *object.Commit, o Options) ([]change.Record
 			content = old
 		}
 		obj.Version, obj.Kind = typeOf(content)
-		rec := change.Record{Cluster: obj.Namespace == "", Change: historyv1alpha1.Change{
+		rec := change.Record{Cluster: obj.Namespace == "", Fields: change.Fields{
 			Object:     obj,
 			Verb:       it.Verb,
-			Actor:      historyv1alpha1.Actor{Username: author, Groups: m.ActorGroups},
-			Source:     historyv1alpha1.SourceAudit,
+			Actor:      change.Actor{Username: author, Groups: m.ActorGroups},
+			Source:     change.SourceAudit,
 			AuditID:    auditIDs[i],
 			ChangeID:   id,
 			ChangeTime: metav1.NewMicroTime(c.Author.When),
-			Git: historyv1alpha1.GitLink{Destination: o.Destination.Name, DestinationNamespace: o.Destination.Namespace,
+			Git: change.GitLink{Destination: o.Destination.Name, DestinationNamespace: o.Destination.Namespace,
 				Repository: o.RepositoryURL, Branch: o.Branch, Commit: c.Hash.String(), Path: path, CommittedAt: &committed},
 			Markers: markers(m.Markers[id]),
 		}}
-		if it.Verb == historyv1alpha1.VerbSeed || it.Verb == historyv1alpha1.VerbOrphanDelete {
-			rec.Source = historyv1alpha1.SourceReconcile
+		if it.Verb == change.VerbSeed || it.Verb == change.VerbOrphanDelete {
+			rec.Source = change.SourceReconcile
 		} else if rec.AuditID == "" && len(m.AuditIDs) == 1 {
 			rec.AuditID = m.AuditIDs[0]
 		}
 		for _, mk := range rec.Markers {
-			if mk == historyv1alpha1.MarkerGap {
-				rec.Actor = historyv1alpha1.Actor{} // who made the missed changes is unknown
+			if mk == change.MarkerGap {
+				rec.Actor = change.Actor{} // who made the missed changes is unknown
 			}
 		}
 		if wrote {
@@ -326,7 +325,7 @@ func records(repo *git.Repository, c *object.Commit, o Options) ([]change.Record
 // objectPath is the object's file: the Object-Version trailer's path that ends in the object's own
 // path (the destination's path prefix comes before it), or the unprefixed path when the change wrote
 // nothing (an older state that lost to a newer one).
-func objectPath(versions map[string]gitrecord.ObjectVersion, obj historyv1alpha1.ChangedObject) string {
+func objectPath(versions map[string]gitrecord.ObjectVersion, obj change.Object) string {
 	rel := gitrecord.ObjectPath("", obj)
 	for p := range versions {
 		if p == rel || strings.HasSuffix(p, "/"+rel) {
@@ -367,13 +366,13 @@ func typeOf(content []byte) (string, string) {
 	return gv.Version, tm.Kind
 }
 
-func markers(m []string) []historyv1alpha1.ChangeMarker {
+func markers(m []string) []change.Marker {
 	if len(m) == 0 {
 		return nil
 	}
-	out := make([]historyv1alpha1.ChangeMarker, len(m))
+	out := make([]change.Marker, len(m))
 	for i := range m {
-		out[i] = historyv1alpha1.ChangeMarker(m[i])
+		out[i] = change.Marker(m[i])
 	}
 	return out
 }

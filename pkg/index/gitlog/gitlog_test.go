@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/gitrecord"
 	"github.com/kubehistory/kubehistory/pkg/gitwriter"
@@ -64,16 +63,16 @@ func (e *testEnv) publish(t *testing.T, user, verb, resource, ns, name, rv strin
 	t.Helper()
 	e.n++
 	kind := map[string]string{"configmaps": "ConfigMap", "namespaces": "Namespace"}[resource]
-	obj := historyv1alpha1.ChangedObject{Version: "v1", Resource: resource, Kind: kind, Namespace: ns, Name: name, ResourceVersion: rv, UID: "uid-" + name}
-	ch := change.Change{Change: historyv1alpha1.Change{
-		Object: obj, Verb: historyv1alpha1.ChangeVerb(verb),
-		Actor:      historyv1alpha1.Actor{Username: user, Groups: []string{"system:authenticated", "team-" + user}},
-		Source:     historyv1alpha1.SourceAudit,
+	obj := change.Object{Version: "v1", Resource: resource, Kind: kind, Namespace: ns, Name: name, ResourceVersion: rv, UID: "uid-" + name}
+	ch := change.Change{Fields: change.Fields{
+		Object: obj, Verb: change.Verb(verb),
+		Actor:      change.Actor{Username: user, Groups: []string{"system:authenticated", "team-" + user}},
+		Source:     change.SourceAudit,
 		ChangeTime: metav1.NewMicroTime(e.t0.Add(time.Duration(e.n) * time.Second)),
 	}, Destination: dest}
-	if verb == string(historyv1alpha1.VerbSeed) {
-		ch.Source = historyv1alpha1.SourceReconcile
-		ch.Actor = historyv1alpha1.Actor{}
+	if verb == string(change.VerbSeed) {
+		ch.Source = change.SourceReconcile
+		ch.Actor = change.Actor{}
 		ch.ChangeID = change.ID(dest, "seed/"+obj.UID+"/"+rv, obj)
 	} else {
 		ch.AuditID = fmt.Sprintf("audit-%03d", e.n)
@@ -239,7 +238,7 @@ func TestRebuildFromGitMatchesTheStream(t *testing.T) {
 	}
 	// The twice-changed file: each record carries the commit's diff of it, which spans both changes.
 	for _, e := range got {
-		if e.Record.Verb == historyv1alpha1.VerbPatch && !strings.Contains(e.Record.Diff, "+  a: \"3\"") {
+		if e.Record.Verb == change.VerbPatch && !strings.Contains(e.Record.Diff, "+  a: \"3\"") {
 			t.Errorf("patch of web: diff %q lacks the final state", e.Record.Diff)
 		}
 	}

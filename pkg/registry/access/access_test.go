@@ -9,7 +9,6 @@ import (
 	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
 
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 )
 
@@ -31,8 +30,8 @@ func (f *fakeRBAC) Authorize(_ context.Context, a authorizer.Attributes) (author
 }
 
 func record(resource, ns string) *change.Record {
-	return &change.Record{Cluster: ns == "", Change: historyv1alpha1.Change{
-		Object: historyv1alpha1.ChangedObject{Version: "v1", Resource: resource, Namespace: ns, Name: "x"},
+	return &change.Record{Cluster: ns == "", Fields: change.Fields{
+		Object: change.Object{Version: "v1", Resource: resource, Namespace: ns, Name: "x"},
 	}}
 }
 

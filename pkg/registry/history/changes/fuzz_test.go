@@ -10,7 +10,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
 
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/index"
 )
@@ -65,9 +64,9 @@ func FuzzSelection(f *testing.F) {
 		if opts.FieldSelector, err = fields.ParseSelector(field); err != nil {
 			return
 		}
-		e := &index.Entry{Seq: 1, Name: "n", Record: change.Record{Change: historyv1alpha1.Change{
-			Object:     historyv1alpha1.ChangedObject{Version: "v1", Resource: "configmaps", Namespace: "a", Name: actor},
-			Actor:      historyv1alpha1.Actor{Username: actor},
+		e := &index.Entry{Seq: 1, Name: "n", Record: change.Record{Fields: change.Fields{
+			Object:     change.Object{Version: "v1", Resource: "configmaps", Namespace: "a", Name: actor},
+			Actor:      change.Actor{Username: actor},
 			ChangeTime: metav1.NewMicroTime(time.Unix(1795000000, 0)),
 		}}}
 		if m := matcher(opts); m != nil {

@@ -17,7 +17,6 @@ import (
 	"k8s.io/apiserver/pkg/storage"
 
 	"github.com/kubehistory/kubehistory/apis/history"
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/index"
 )
@@ -25,11 +24,11 @@ import (
 var t0 = time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)
 
 func record(seq uint64, group, resource, ns, name string) change.Record {
-	return change.Record{Cluster: ns == "", Change: historyv1alpha1.Change{
-		Object:     historyv1alpha1.ChangedObject{Group: group, Version: "v1", Resource: resource, Namespace: ns, Name: name},
-		Verb:       historyv1alpha1.VerbUpdate,
-		Actor:      historyv1alpha1.Actor{Username: "alice"},
-		Source:     historyv1alpha1.SourceAudit,
+	return change.Record{Cluster: ns == "", Fields: change.Fields{
+		Object:     change.Object{Group: group, Version: "v1", Resource: resource, Namespace: ns, Name: name},
+		Verb:       change.VerbUpdate,
+		Actor:      change.Actor{Username: "alice"},
+		Source:     change.SourceAudit,
 		ChangeID:   fmt.Sprintf("change-%06d", seq),
 		ChangeTime: metav1.NewMicroTime(t0.Add(time.Duration(seq) * time.Second)),
 	}}

@@ -21,7 +21,6 @@ import (
 	"k8s.io/apiserver/pkg/registry/rest"
 
 	"github.com/kubehistory/kubehistory/apis/history"
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/index"
 	"github.com/kubehistory/kubehistory/pkg/registry"
@@ -241,9 +240,7 @@ func (r *REST) toObject(e *index.Entry) (runtime.Object, error) {
 // fillObject writes the metadata and change of an entry's object in place (a list fills its items
 // where they are).
 func fillObject(e *index.Entry, meta *metav1.ObjectMeta, c *history.Change) error {
-	if err := historyv1alpha1.Convert_v1alpha1_Change_To_history_Change(&e.Record.Change, c, nil); err != nil {
-		return apierrors.NewInternalError(fmt.Errorf("converting entry %d: %w", e.Seq, err))
-	}
+	convertChange(&e.Record.Fields, c)
 	*meta = metav1.ObjectMeta{
 		Name:              e.Name,
 		Namespace:         e.Namespace(),

@@ -9,17 +9,16 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 
-	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/index"
 )
 
 func TestMatcher(t *testing.T) {
-	e := &index.Entry{Seq: 3, Name: "n", Record: change.Record{Change: historyv1alpha1.Change{
-		Object:     historyv1alpha1.ChangedObject{Version: "v1", Resource: "configmaps", Namespace: "team-a", Name: "web"},
-		Verb:       historyv1alpha1.VerbPatch,
-		Actor:      historyv1alpha1.Actor{Username: "system:serviceaccount:ci:bot"},
-		Source:     historyv1alpha1.SourceAudit,
+	e := &index.Entry{Seq: 3, Name: "n", Record: change.Record{Fields: change.Fields{
+		Object:     change.Object{Version: "v1", Resource: "configmaps", Namespace: "team-a", Name: "web"},
+		Verb:       change.VerbPatch,
+		Actor:      change.Actor{Username: "system:serviceaccount:ci:bot"},
+		Source:     change.SourceAudit,
 		ChangeTime: metav1.NewMicroTime(time.Date(2026, 11, 26, 14, 0, 0, 0, time.UTC)),
 	}}}
 	cases := []struct {
