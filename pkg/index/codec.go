@@ -1,17 +1,18 @@
 package index
 
-import jsoniter "github.com/json-iterator/go"
-
-// entryJSON decodes entries: a list decodes every entry it reads, which is most of its cost, and
-// json-iterator does it at about twice the speed of encoding/json for the same struct tags (entries are
-// written with encoding/json; both read each other's output).
-var entryJSON = jsoniter.ConfigCompatibleWithStandardLibrary
+import kjson "sigs.k8s.io/json"
 
 // decodeEntry decodes an entry of the index file and brings its record to the current storage version
 // (change.Record.Upgrade). The file's schema (Open) says which entry layout it holds; the record inside
 // says its own version.
+//
+// Entries are written with encoding/json and read with sigs.k8s.io/json, the decoder Kubernetes uses
+// (encoding/json's, case-sensitive): a list decodes every entry it reads that the recent cache does
+// not hold. It replaced json-iterator, which Kubernetes dropped; json-iterator decoded an entry in
+// ~60 % of the time, encoding/json takes ~10 % longer than sigs.k8s.io/json (BenchmarkDecodeEntry,
+// docs/decisions.md).
 func decodeEntry(data []byte, e *Entry) error {
-	if err := entryJSON.Unmarshal(data, e); err != nil {
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(data, e); err != nil {
 		return err
 	}
 	return e.Record.Upgrade()
