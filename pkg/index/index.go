@@ -7,7 +7,6 @@ package index
 import (
 	"encoding/binary"
 	"sync"
-	"sync/atomic"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -45,10 +44,6 @@ type Index struct {
 
 	// repos feeds RepoStatus watchers (repostatus.go).
 	repos *repoFeed
-
-	// read counts the entries lists have read since their pages were last dropped from the process
-	// (releaseReadPages).
-	read atomic.Int64
 }
 
 // EntryName is the API name of a record: its change time, then a prefix of its change ID, so names sort

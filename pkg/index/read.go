@@ -7,31 +7,10 @@ import (
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
-	"k8s.io/klog/v2"
 )
 
 // errStopListing ends a List that has its page.
 var errStopListing = errors.New("stop")
-
-// ReleaseEvery is how many entries lists read before the index file's pages are unmapped from the
-// process again. bbolt maps the whole file; every page a list touches stays mapped, with its neighbours
-// (the kernel maps up to 64 KiB of cached pages around each fault), and counts in the process's RSS
-// although the kernel could drop it. At 1,000,000 changes that grew the RSS past 800 MiB after scans
-// (docs/benchmarks.md). Unmapping costs a few milliseconds and the next reads a minor fault per page,
-// served from the page cache.
-const ReleaseEvery = 1024
-
-// releaseReadPages counts an entry read in tx and unmaps the file's pages once ReleaseEvery were, so
-// that even one long scan keeps only so many mapped.
-func (x *Index) releaseReadPages(tx *bolt.Tx) {
-	if x.read.Add(1) < ReleaseEvery {
-		return
-	}
-	x.read.Store(0)
-	if err := x.dropMappedPages(tx); err != nil {
-		klog.V(2).InfoS("Could not unmap the index file's pages", "err", err)
-	}
-}
 
 // Count is the number of entries in the index.
 func (x *Index) Count() (int, error) {
@@ -148,7 +127,6 @@ func (x *Index) List(opts ListOptions) (ListResult, error) {
 			if !ok {
 				break
 			}
-			x.releaseReadPages(tx) // the cursor maps the entry's page even when it is cached
 			var e Entry
 			if p := x.recent.get(seq); p != nil {
 				e = *p
