@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	auditv1 "k8s.io/apiserver/pkg/apis/audit/v1"
 
 	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
@@ -218,6 +219,35 @@ func BenchmarkDecodeEventList400(b *testing.B) {
 		if _, err := DecodeEventList(body); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkDecodeEventList400Reference decodes the same body by reflection into auditv1.EventList, with
+// encoding/json and with sigs.k8s.io/json (kube-apiserver's decoder, FuzzDecodeEventList's reference):
+// what DecodeEventList is measured against (docs/decisions.md). Run both with
+// -bench BenchmarkDecodeEventList400.
+func BenchmarkDecodeEventList400Reference(b *testing.B) {
+	body := iterBody(benchBody(), 0)
+	for _, tc := range []struct {
+		name      string
+		unmarshal func([]byte, any) error
+	}{
+		{"encoding-json", json.Unmarshal},
+		{"sigs.k8s.io-json", referenceJSON},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.SetBytes(int64(len(body)))
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				var list auditv1.EventList
+				if err := tc.unmarshal(body, &list); err != nil {
+					b.Fatal(err)
+				}
+				if len(list.Items) != benchBatch {
+					b.Fatalf("%d items", len(list.Items))
+				}
+			}
+		})
 	}
 }
 
