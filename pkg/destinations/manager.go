@@ -25,7 +25,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -42,7 +41,6 @@ import (
 	"github.com/kubehistory/kubehistory/pkg/gitrecord"
 	"github.com/kubehistory/kubehistory/pkg/gitwriter"
 	"github.com/kubehistory/kubehistory/pkg/installkey"
-	"github.com/kubehistory/kubehistory/pkg/queue"
 	"github.com/kubehistory/kubehistory/pkg/sanitize"
 )
 
@@ -98,7 +96,7 @@ type Manager struct {
 	lister  configlisters.GitDestinationLister
 	kube    kubernetes.Interface
 	client  versioned.Interface
-	js      jetstream.JetStream
+	q       gitwriter.Queue
 	fetcher gitwriter.ObjectFetcher
 
 	mu      sync.Mutex
@@ -128,7 +126,7 @@ type invalid struct {
 
 // New returns a manager; call Run after the informer behind lister is started.
 func New(opts Options, lister configlisters.GitDestinationLister, kube kubernetes.Interface, client versioned.Interface,
-	js jetstream.JetStream, fetcher gitwriter.ObjectFetcher) *Manager {
+	q gitwriter.Queue, fetcher gitwriter.ObjectFetcher) *Manager {
 	if opts.Resync == 0 {
 		opts.Resync = 15 * time.Second
 	}
@@ -147,7 +145,7 @@ func New(opts Options, lister configlisters.GitDestinationLister, kube kubernete
 	if opts.StatusInterval == 0 {
 		opts.StatusInterval = 5 * time.Second
 	}
-	return &Manager{opts: opts, lister: lister, kube: kube, client: client, js: js, fetcher: fetcher,
+	return &Manager{opts: opts, lister: lister, kube: kube, client: client, q: q, fetcher: fetcher,
 		running: map[string]*running{}, wake: make(chan struct{}, 1)}
 }
 
@@ -244,7 +242,7 @@ func (m *Manager) sync(ctx context.Context) {
 // of it comes after), and once at start; a destination the informer does not know yet is asked of the
 // API server before its status is deleted.
 func (m *Manager) collectRepoStatuses(ctx context.Context, present map[string]bool) error {
-	store, err := queue.OpenStatusStore(ctx, m.js)
+	store, err := m.q.Status(ctx)
 	if err != nil {
 		klog.ErrorS(err, "Opening the RepoStatus bucket")
 		return err
@@ -426,7 +424,7 @@ func (m *Manager) lead(ctx context.Context, key string, ref change.DestinationRe
 
 // setRefused stores the RepoStatus of a destination whose writer cannot run.
 func (m *Manager) setRefused(ctx context.Context, ref change.DestinationRef, bad *invalid) error {
-	store, err := queue.OpenStatusStore(ctx, m.js)
+	store, err := m.q.Status(ctx)
 	if err != nil {
 		return err
 	}
@@ -439,7 +437,7 @@ func (m *Manager) runWriter(ctx context.Context, key string, cfg gitwriter.Confi
 	// Run retries push failures itself; it returns on ctx end or on a fatal error, after which it is
 	// started again.
 	wait.UntilWithContext(ctx, func(ctx context.Context) {
-		w, err := gitwriter.New(cfg, m.js, m.fetcher)
+		w, err := gitwriter.New(cfg, m.q, m.fetcher)
 		if err == nil {
 			w.OnStatus(rep.observe)
 			err = w.Run(ctx)

@@ -53,16 +53,16 @@ func TestOneWriterPerDestinationAndFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer js.Shutdown()
-	nc, err := js.Connect("test")
+	q, err := js.Connect("test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
-	pub, err := queue.NewPublisher(nc, queue.PublisherOptions{})
+	defer q.Close()
+	pub, err := queue.NewPublisher(q, queue.PublisherOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := queue.EnsureStreams(ctx, pub.JetStream(), 1); err != nil {
+	if err := queue.EnsureStreams(ctx, q, 1); err != nil {
 		t.Fatal(err)
 	}
 
@@ -116,7 +116,7 @@ func TestOneWriterPerDestinationAndFailover(t *testing.T) {
 	newManager := func(replica string) (*Manager, context.CancelFunc, chan struct{}) {
 		m := New(Options{DataDir: filepath.Join(dir, replica), Identity: replica, Resync: time.Second, LeaseDuration: 3 * time.Second,
 			Key: installkey.ForTest("destinations"), AllowedURLSchemes: []string{"file"}},
-			lister, kube, client, pub.JetStream(), nil)
+			lister, kube, client, q, nil)
 		mctx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() { defer close(done); m.Run(mctx) }()
@@ -284,16 +284,16 @@ func TestStatusReportsFailuresAndDeletion(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer js.Shutdown()
-	nc, err := js.Connect("test")
+	q, err := js.Connect("test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
-	pub, err := queue.NewPublisher(nc, queue.PublisherOptions{})
+	defer q.Close()
+	pub, err := queue.NewPublisher(q, queue.PublisherOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := queue.EnsureStreams(ctx, pub.JetStream(), 1); err != nil {
+	if err := queue.EnsureStreams(ctx, q, 1); err != nil {
 		t.Fatal(err)
 	}
 	frozen := &configv1alpha1.GitDestination{
@@ -320,7 +320,7 @@ func TestStatusReportsFailuresAndDeletion(t *testing.T) {
 	})
 	m := New(Options{DataDir: filepath.Join(dir, "data"), Identity: "replica-a", Resync: time.Second, LeaseDuration: 3 * time.Second,
 		Key: installkey.ForTest("destinations"), AllowedURLSchemes: []string{"file", "https"}},
-		configlisters.NewGitDestinationLister(indexer), kubefake.NewSimpleClientset(), client, pub.JetStream(), nil)
+		configlisters.NewGitDestinationLister(indexer), kubefake.NewSimpleClientset(), client, q, nil)
 	mctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); m.Run(mctx) }()
@@ -340,7 +340,7 @@ func TestStatusReportsFailuresAndDeletion(t *testing.T) {
 	})
 
 	// Its RepoStatus says the same.
-	kv, err := queue.OpenStatusStore(ctx, pub.JetStream())
+	kv, err := q.Status(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -208,7 +208,7 @@ func commitsBetween(b *testing.B, repo *git.Repository, from, to plumbing.Hash) 
 // BenchmarkWriterThroughput is the whole path into one destination: changes published on JetStream,
 // committed, pushed over file://, records published and messages acked.
 func BenchmarkWriterThroughput(b *testing.B) {
-	js := startJetStream(b)
+	q := startJetStream(b)
 	remote := bareRepo(b)
 	cfg := testConfig(b, "file://"+remote)
 	cfg.CommitWindow = 200 * time.Millisecond
@@ -219,10 +219,10 @@ func BenchmarkWriterThroughput(b *testing.B) {
 		chs = append(chs, mkChange(fmt.Sprintf("user%d", i%5), "update", "configmaps", ns, name, fmt.Sprint(1000+i),
 			map[string]interface{}{"data": map[string]interface{}{"value": fmt.Sprint(i)}}))
 	}
-	publish(b, js, "", chs...)
+	publish(b, q, "", chs...)
 	b.ResetTimer()
-	startWriter(b, cfg, js, nil)
-	eventually(b, "all records", func() bool { return historyCount(b, js) >= uint64(total) })
+	startWriter(b, cfg, q, nil)
+	eventually(b, "all records", func() bool { return historyCount(b, q) >= uint64(total) })
 	b.StopTimer()
 	b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "changes/s")
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/gitrecord"
 	"github.com/kubehistory/kubehistory/pkg/installkey"
+	"github.com/kubehistory/kubehistory/pkg/queue"
 	"github.com/kubehistory/kubehistory/pkg/sopsenc"
 )
 
@@ -26,7 +27,7 @@ const (
 	DefaultAuthorEmailPattern = "{username}@users.kubehistory.local"
 	DefaultCommitWindow       = time.Second
 	DefaultMaxBatch           = 5000
-	DefaultAckWait            = 30 * time.Second
+	DefaultAckWait            = queue.DefaultAckWait
 	DefaultMaxAckPending      = 20000
 	DefaultMaxDiffBytes       = gitrecord.DefaultMaxDiffBytes
 	DefaultRetryInitial       = 500 * time.Millisecond

@@ -13,45 +13,31 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/installkey"
+	"github.com/kubehistory/kubehistory/pkg/queue"
 )
 
-// startJetStream runs an embedded nats-server with JetStream on loopback and creates the two streams
-// the way pkg/queue does (with a duplicate window).
-func startJetStream(t testing.TB) jetstream.JetStream {
+// startJetStream runs JetStream embedded (pkg/queue, loopback) with the two streams and returns a
+// connection to it.
+func startJetStream(t testing.TB) *queue.Conn {
 	t.Helper()
-	opts := &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true}
-	s, err := server.NewServer(opts)
+	e, err := queue.StartEmbedded(queue.EmbeddedOptions{DataDir: t.TempDir(), Port: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(s.Shutdown)
-	nc, err := nats.Connect(s.ClientURL())
+	t.Cleanup(e.Shutdown)
+	q, err := e.Connect("gitwriter-test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
+	t.Cleanup(q.Close)
+	if err := queue.EnsureStreams(context.Background(), q, 1); err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	for name, prefix := range map[string]string{change.ChangesStream: change.ChangesSubjectPrefix, change.HistoryStream: change.HistorySubjectPrefix} {
-		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: []string{prefix + ">"}, Duplicates: 10 * time.Minute}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return js
+	return q
 }
 
 // gitCLI runs the git CLI in dir and returns its trimmed output.
@@ -136,18 +122,16 @@ func mkChange(user, verb, resource, ns, name, rv string, body map[string]interfa
 	return ch
 }
 
-func publish(t testing.TB, js jetstream.JetStream, msgID string, chs ...change.Change) {
+// publish publishes changes with their change ID as message ID, prefixed by msgID when set (so that
+// JetStream does not deduplicate a change sent again).
+func publish(t testing.TB, q *queue.Conn, msgID string, chs ...change.Change) {
 	t.Helper()
 	for _, ch := range chs {
 		data, err := json.Marshal(ch)
 		if err != nil {
 			t.Fatal(err)
 		}
-		id := ch.ChangeID
-		if msgID != "" {
-			id = msgID + id
-		}
-		if _, err := js.Publish(context.Background(), ch.Destination.ChangesSubject(), data, jetstream.WithMsgID(id)); err != nil {
+		if err := q.Publish(context.Background(), []queue.Message{{Subject: ch.Destination.ChangesSubject(), ID: msgID + ch.ChangeID, Data: data}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -160,9 +144,9 @@ type running struct {
 	w      *Writer
 }
 
-func startWriter(t testing.TB, cfg Config, js jetstream.JetStream, f ObjectFetcher) *running {
+func startWriter(t testing.TB, cfg Config, q Queue, f ObjectFetcher) *running {
 	t.Helper()
-	w, err := New(cfg, js, f)
+	w, err := New(cfg, q, f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,56 +184,55 @@ func eventually(t testing.TB, what string, cond func() bool) {
 }
 
 // records reads every record of the destination on KUBEHISTORY_HISTORY.
-func records(t testing.TB, js jetstream.JetStream) []change.Record {
+func records(t testing.TB, q *queue.Conn) []change.Record {
 	t.Helper()
 	ctx := context.Background()
-	s, err := js.Stream(ctx, change.HistoryStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
+	st, err := q.StreamState(ctx, change.HistoryStream)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []change.Record
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			continue
+	err = q.Replay(ctx, change.HistoryStream, st.LastSeq, 1000, func(msgs []*queue.Msg) error {
+		for _, m := range msgs {
+			if m.Subject != dest.HistorySubject() {
+				t.Fatalf("record on subject %s", m.Subject)
+			}
+			var r change.Record
+			if err := json.Unmarshal(m.Data, &r); err != nil {
+				t.Fatal(err)
+			}
+			if m.MsgID != r.ChangeID {
+				t.Fatalf("record %s published with Nats-Msg-Id %q", r.ChangeID, m.MsgID)
+			}
+			out = append(out, r)
 		}
-		if m.Subject != dest.HistorySubject() {
-			t.Fatalf("record on subject %s", m.Subject)
-		}
-		var r change.Record
-		if err := json.Unmarshal(m.Data, &r); err != nil {
-			t.Fatal(err)
-		}
-		if m.Header.Get(jetstream.MsgIDHeader) != r.ChangeID {
-			t.Fatalf("record %s published with Nats-Msg-Id %q", r.ChangeID, m.Header.Get(jetstream.MsgIDHeader))
-		}
-		out = append(out, r)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
 }
 
-func waitRecords(t testing.TB, js jetstream.JetStream, n int) []change.Record {
+func waitRecords(t testing.TB, q *queue.Conn, n int) []change.Record {
 	t.Helper()
 	var recs []change.Record
-	eventually(t, fmt.Sprintf("%d records", n), func() bool { recs = records(t, js); return len(recs) >= n })
+	eventually(t, fmt.Sprintf("%d records", n), func() bool { recs = records(t, q); return len(recs) >= n })
 	return recs
 }
 
 // waitAcked waits until the writer's consumer has nothing pending or unacked.
-func waitAcked(t testing.TB, js jetstream.JetStream) {
+func waitAcked(t testing.TB, q *queue.Conn) {
 	t.Helper()
 	eventually(t, "all changes acked", func() bool {
-		c, err := js.Consumer(context.Background(), change.ChangesStream, ConsumerName(dest))
-		if err != nil {
-			return false
-		}
-		info, err := c.Info(context.Background())
-		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
+		b, err := writerBacklog(q)
+		return err == nil && b.Pending == 0 && b.AckPending == 0
 	})
+}
+
+// writerBacklog is the state of the test destination's writer consumer.
+func writerBacklog(q *queue.Conn) (queue.Backlog, error) {
+	return q.ConsumerBacklog(context.Background(), change.ChangesStream, queue.ChangesConsumerName(dest))
 }
 
 // checkout clones the bare repository to inspect it with the git CLI.
@@ -269,14 +252,10 @@ func gitCLIAllowFail(dir string, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
-func historyCount(t testing.TB, js jetstream.JetStream) uint64 {
-	s, err := js.Stream(context.Background(), change.HistoryStream)
+func historyCount(t testing.TB, q *queue.Conn) uint64 {
+	st, err := q.StreamState(context.Background(), change.HistoryStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := s.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Msgs
+	return st.Msgs
 }

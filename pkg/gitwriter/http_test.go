@@ -10,9 +10,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-
-	"github.com/kubehistory/kubehistory/pkg/change"
-	"github.com/kubehistory/kubehistory/pkg/queue"
 )
 
 // gitHTTPServer serves the bare repositories under root with `git http-backend` behind basic auth,
@@ -50,18 +47,18 @@ func gitHTTPServer(t *testing.T, root, user, password string) (string, *atomic.I
 // shows in RepoStatus; with the right one the backlog lands in order; a commit pushed by someone else
 // meanwhile is kept and ours lands on top of it.
 func TestHTTPRemote(t *testing.T) {
-	js := startJetStream(t)
+	q := startJetStream(t)
 	remote := bareRepo(t)
 	gitCLI(t, remote, "config", "http.receivepack", "true")
 	base, refused := gitHTTPServer(t, filepath.Dir(remote), "writer", "s3cret")
 	cfg := testConfig(t, base+"/remote.git")
 	cfg.Credentials = Credentials{Username: "writer", Password: "wrong"}
 
-	w1 := startWriter(t, cfg, js, nil)
+	w1 := startWriter(t, cfg, q, nil)
 	c1 := mkChange("alice", "create", "configmaps", "team-a", "web", "1", map[string]interface{}{"data": map[string]interface{}{"num": "1"}})
 	c2 := mkChange("bob", "update", "configmaps", "team-a", "web", "2", map[string]interface{}{"data": map[string]interface{}{"num": "2"}})
-	publish(t, js, "", c1, c2)
-	kv, err := queue.OpenStatusStore(context.Background(), js)
+	publish(t, q, "", c1, c2)
+	kv, err := q.Status(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,16 +74,12 @@ func TestHTTPRemote(t *testing.T) {
 	if refused.Load() == 0 {
 		t.Fatal("the server refused nothing")
 	}
-	cons, err := js.Consumer(context.Background(), change.ChangesStream, ConsumerName(dest))
+	info, err := writerBacklog(q)
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := cons.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.AckFloor.Stream != 0 || len(records(t, js)) != 0 {
-		t.Fatalf("something was acked or recorded with a wrong password: ack floor %d", info.AckFloor.Stream)
+	if info.AckFloor != 0 || len(records(t, q)) != 0 {
+		t.Fatalf("something was acked or recorded with a wrong password: ack floor %d", info.AckFloor)
 	}
 	if out := gitCLIAllowFail(remote, "rev-parse", "--verify", "-q", "main"); out != "" {
 		t.Fatalf("branch exists after a refused push: %s", out)
@@ -95,9 +88,9 @@ func TestHTTPRemote(t *testing.T) {
 
 	// Fixed credentials: the same durable consumer and data directory, the backlog lands in order.
 	cfg.Credentials.Password = "s3cret"
-	startWriter(t, cfg, js, nil)
-	waitRecords(t, js, 2)
-	waitAcked(t, js)
+	startWriter(t, cfg, q, nil)
+	waitRecords(t, q, 2)
+	waitAcked(t, q)
 	if log := gitCLI(t, remote, "log", "--format=%an", "main"); log != "bob\nalice" {
 		t.Fatalf("log:\n%s", log)
 	}
@@ -117,9 +110,9 @@ func TestHTTPRemote(t *testing.T) {
 	gitCLI(t, co, "push", "-q", "origin", "HEAD:main")
 	theirs := gitCLI(t, co, "rev-parse", "HEAD")
 	c3 := mkChange("carol", "update", "configmaps", "team-a", "web", "3", map[string]interface{}{"data": map[string]interface{}{"num": "3"}})
-	publish(t, js, "", c3)
-	recs := waitRecords(t, js, 3)
-	waitAcked(t, js)
+	publish(t, q, "", c3)
+	recs := waitRecords(t, q, 3)
+	waitAcked(t, q)
 	if log := gitCLI(t, remote, "log", "--format=%an", "main"); log != "carol\nsomeone\nbob\nalice" {
 		t.Fatalf("log:\n%s", log)
 	}

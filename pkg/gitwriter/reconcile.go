@@ -12,7 +12,6 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
-	"github.com/nats-io/nats.go/jetstream"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
@@ -21,6 +20,7 @@ import (
 	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/gitrecord"
+	"github.com/kubehistory/kubehistory/pkg/queue"
 )
 
 // reconcileChanges says whether a reconcile change (seed, orphan delete) changes Git. The reconciler
@@ -102,11 +102,7 @@ func (p *pending) published() time.Time {
 	if p.msg == nil {
 		return time.Time{}
 	}
-	md, err := p.msg.Metadata()
-	if err != nil {
-		return time.Time{}
-	}
-	return md.Timestamp
+	return p.msg.Time
 }
 
 // staleCheck is the age past which an orphan check is skipped.
@@ -273,9 +269,7 @@ func (w *Writer) publishOrphanDeletes(ctx context.Context, c *checkPass, due []o
 		return err
 	}
 	ow := &objectWriter{s: w.storer}
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	futures := make([]jetstream.PubAckFuture, 0, len(due))
+	msgs := make([]queue.Message, 0, len(due))
 	for _, o := range due {
 		obj := o.object
 		if content, ok, err := ow.readFile(base, o.path); err == nil && ok {
@@ -295,25 +289,14 @@ func (w *Writer) publishOrphanDeletes(ctx context.Context, c *checkPass, due []o
 			},
 			Destination: w.cfg.Destination,
 		}
-		data, err := change.Encode(&ch)
+		m, err := queue.NewMessage(&ch)
 		if err != nil {
 			return err
 		}
-		f, err := w.js.PublishAsync(w.cfg.Destination.ChangesSubject(), data,
-			jetstream.WithMsgID(ch.ChangeID), jetstream.WithExpectStream(change.ChangesStream))
-		if err != nil {
-			return fmt.Errorf("publishing orphan delete of %s: %w", o.path, err)
-		}
-		futures = append(futures, f)
+		msgs = append(msgs, m)
 	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return fmt.Errorf("publishing orphan delete: %w", err)
-		case <-ctx.Done():
-			return fmt.Errorf("publishing orphan deletes: %w", ctx.Err())
-		}
+	if err := w.q.Publish(ctx, msgs); err != nil {
+		return fmt.Errorf("publishing orphan deletes: %w", err)
 	}
 	return nil
 }

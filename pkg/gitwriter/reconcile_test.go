@@ -13,7 +13,6 @@ import (
 	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
 	"github.com/kubehistory/kubehistory/pkg/gitrecord"
-	"github.com/kubehistory/kubehistory/pkg/queue"
 )
 
 const reconcilerUser = "system:serviceaccount:kubehistory-system:kubehistory-apiserver"
@@ -60,7 +59,7 @@ func data(kv ...string) map[string]interface{} {
 
 func repoStatus(t *testing.T, w *Writer) change.RepoState {
 	t.Helper()
-	kv, err := queue.OpenStatusStore(context.Background(), w.js)
+	kv, err := w.q.Status(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,15 +74,15 @@ func repoStatus(t *testing.T, w *Writer) change.RepoState {
 // a plain seed by the reconciler; a seed that finds Git behind (a lost audit batch) is a Gap with an
 // unknown actor; a second pass with the same seeds changes nothing, neither commits nor records.
 func TestSeedsCommitOnlyWhereGitDiffers(t *testing.T) {
-	js := startJetStream(t)
+	q := startJetStream(t)
 	remote := bareRepo(t)
-	r := startWriter(t, testConfig(t, "file://"+remote), js, nil)
+	r := startWriter(t, testConfig(t, "file://"+remote), q, nil)
 
 	web := mkChange("alice", "create", "configmaps", "team-a", "web", "100", data("color", "blue"))
 	db := mkChange("alice", "create", "configmaps", "team-a", "db", "101", data("size", "1"))
-	publish(t, js, "", web, db)
-	waitRecords(t, js, 2)
-	waitAcked(t, js)
+	publish(t, q, "", web, db)
+	waitRecords(t, q, 2)
+	waitAcked(t, q)
 
 	seeds := []change.Change{
 		mkSeed("configmaps", "team-a", "web", "100", data("color", "blue")), // equal to Git
@@ -91,11 +90,11 @@ func TestSeedsCommitOnlyWhereGitDiffers(t *testing.T) {
 		mkSeed("configmaps", "team-a", "db", "130", data("size", "2")),      // Git is behind
 		mkSeed("configmaps", "team-a", "web", "99", data("color", "old")),   // older than Git
 	}
-	publish(t, js, "", seeds...)
-	recs := waitRecords(t, js, 4)
-	waitAcked(t, js)
+	publish(t, q, "", seeds...)
+	recs := waitRecords(t, q, 4)
+	waitAcked(t, q)
 	time.Sleep(500 * time.Millisecond) // a wrong extra record would show up now
-	if recs = records(t, js); len(recs) != 4 {
+	if recs = records(t, q); len(recs) != 4 {
 		t.Fatalf("%d records, want 4 (2 audit, 1 seed, 1 gap)", len(recs))
 	}
 	byID := recordByID(recs)
@@ -132,21 +131,21 @@ func TestSeedsCommitOnlyWhereGitDiffers(t *testing.T) {
 
 	// The next pass (past JetStream's duplicate window: other message IDs) finds Git equal.
 	r.stop(t)
-	r = startWriter(t, testConfig(t, "file://"+remote), js, nil)
+	r = startWriter(t, testConfig(t, "file://"+remote), q, nil)
 	again := []change.Change{
 		mkSeed("configmaps", "team-a", "web", "100", data("color", "blue")),
 		mkSeed("configmaps", "team-a", "api", "90", data("port", "80")),
 		mkSeed("configmaps", "team-a", "db", "130", data("size", "2")),
 	}
-	publish(t, js, "pass-2-", again...)
-	waitAcked(t, js)
+	publish(t, q, "pass-2-", again...)
+	waitAcked(t, q)
 	r.stop(t)
 	gitCLI(t, co, "fetch", "-q")
 	if h := gitCLI(t, co, "rev-parse", "origin/main"); h != head {
 		t.Fatalf("a second pass moved the head:\n%s", gitCLI(t, co, "log", "--format=%an|%s", head+"..origin/main"))
 	}
 	// Committed seeds are re-published with their change IDs (the index keeps them once); nothing new.
-	if ids := recordByID(records(t, js)); len(ids) != 4 {
+	if ids := recordByID(records(t, q)); len(ids) != 4 {
 		t.Fatalf("%d distinct records after the second pass, want 4", len(ids))
 	}
 }
@@ -155,33 +154,33 @@ func TestSeedsCommitOnlyWhereGitDiffers(t *testing.T) {
 // reconcile commit with an orphan-delete record each (Prune); a check in several chunks counts only
 // when complete.
 func TestOrphanCheck(t *testing.T) {
-	js := startJetStream(t)
+	q := startJetStream(t)
 	remote := bareRepo(t)
 	cfg := testConfig(t, "file://"+remote)
-	r := startWriter(t, cfg, js, nil)
-	publish(t, js, "",
+	r := startWriter(t, cfg, q, nil)
+	publish(t, q, "",
 		mkChange("alice", "create", "configmaps", "team-a", "web", "10", data("a", "1")),
 		mkChange("alice", "create", "configmaps", "team-a", "gone", "11", data("a", "2")),
 		mkChange("alice", "create", "configmaps", "team-a", "unlabelled", "14", data("a", "5")),
 		mkChange("alice", "create", "configmaps", "team-b", "other", "12", data("a", "3")),
 		mkChange("alice", "create", "namespaces", "", "team-a", "13", map[string]interface{}{}),
 	)
-	waitRecords(t, js, 5)
-	waitAcked(t, js)
+	waitRecords(t, q, 5)
+	waitAcked(t, q)
 	co := checkout(t, remote)
 	head := gitCLI(t, co, "rev-parse", "HEAD")
 
 	resources, namespaces, excluded := []string{"/configmaps"}, []string{"team-a"}, []string{"team-a/core/configmaps/unlabelled.yaml"}
 	// An incomplete pass (chunk 1 of 2 never comes) decides nothing.
-	publish(t, js, "", mkCheck("p0", 0, resources, namespaces, excluded, []string{"team-a/core/configmaps/web.yaml"}, nil)[0])
-	waitAcked(t, js)
+	publish(t, q, "", mkCheck("p0", 0, resources, namespaces, excluded, []string{"team-a/core/configmaps/web.yaml"}, nil)[0])
+	waitAcked(t, q)
 	if st := repoStatus(t, r.w); len(st.Orphans) != 0 || meta.FindStatusCondition(st.Conditions, ConditionSynced) != nil {
 		t.Fatalf("an incomplete check acted: %+v", st)
 	}
 
 	// Report: listed, Git untouched.
-	publish(t, js, "", mkCheck("p1", 0, resources, namespaces, excluded, []string{"team-a/core/configmaps/web.yaml"}, []string{"unrelated/x.txt"})...)
-	waitAcked(t, js)
+	publish(t, q, "", mkCheck("p1", 0, resources, namespaces, excluded, []string{"team-a/core/configmaps/web.yaml"}, []string{"unrelated/x.txt"})...)
+	waitAcked(t, q)
 	var st change.RepoState
 	eventually(t, "orphans reported", func() bool { st = repoStatus(t, r.w); return len(st.Orphans) == 4 })
 	if st.OrphanCount != 4 {
@@ -205,15 +204,15 @@ func TestOrphanCheck(t *testing.T) {
 	if h := gitCLI(t, co, "rev-parse", "origin/main"); h != head {
 		t.Fatal("Report changed Git")
 	}
-	before := len(records(t, js))
+	before := len(records(t, q))
 
 	// Prune: one commit by the reconciler, one record per file.
 	r.stop(t)
 	cfg.OrphanPolicy = configv1alpha1.OrphanPrune
-	r = startWriter(t, cfg, js, nil)
-	publish(t, js, "", mkCheck("p2", 0, resources, namespaces, excluded, []string{"team-a/core/configmaps/web.yaml"})...)
-	recs := waitRecords(t, js, before+4)
-	waitAcked(t, js)
+	r = startWriter(t, cfg, q, nil)
+	publish(t, q, "", mkCheck("p2", 0, resources, namespaces, excluded, []string{"team-a/core/configmaps/web.yaml"})...)
+	recs := waitRecords(t, q, before+4)
+	waitAcked(t, q)
 	for _, rec := range recs[before:] {
 		if rec.Verb != change.VerbOrphanDelete || rec.Source != change.SourceReconcile || rec.Actor.Username != reconcilerUser {
 			t.Errorf("orphan record %+v", rec.Fields)
@@ -236,11 +235,11 @@ func TestOrphanCheck(t *testing.T) {
 	})
 
 	// A grace period: an orphan is acted upon only when checks that far apart all found it.
-	publish(t, js, "", mkChange("alice", "create", "configmaps", "team-a", "late", "20", data("a", "4")))
-	waitRecords(t, js, before+5)
-	publish(t, js, "", mkCheck("p3", 3600, resources, namespaces, excluded, []string{"team-a/core/configmaps/web.yaml"})...)
-	waitAcked(t, js)
-	if n := len(records(t, js)); n != before+5 {
+	publish(t, q, "", mkChange("alice", "create", "configmaps", "team-a", "late", "20", data("a", "4")))
+	waitRecords(t, q, before+5)
+	publish(t, q, "", mkCheck("p3", 3600, resources, namespaces, excluded, []string{"team-a/core/configmaps/web.yaml"})...)
+	waitAcked(t, q)
+	if n := len(records(t, q)); n != before+5 {
 		t.Fatalf("an orphan inside its grace period was pruned (%d records)", n)
 	}
 }
@@ -250,26 +249,26 @@ func TestOrphanCheck(t *testing.T) {
 // or a crashed writer's redelivery would be) lands, and the seed then finds Git equal or newer — no
 // Gap. A seed that nothing explains is recorded as a Gap once the grace is over.
 func TestGapHeldForAuditChange(t *testing.T) {
-	js := startJetStream(t)
+	q := startJetStream(t)
 	remote := bareRepo(t)
 	cfg := testConfig(t, "file://"+remote)
 	cfg.GapGrace = 3 * time.Second
-	startWriter(t, cfg, js, nil)
+	startWriter(t, cfg, q, nil)
 
 	db := mkChange("alice", "create", "configmaps", "team-a", "db", "100", data("size", "1"))
 	web := mkChange("alice", "create", "configmaps", "team-a", "web", "101", data("color", "blue"))
-	publish(t, js, "", db, web)
-	waitRecords(t, js, 2)
-	waitAcked(t, js)
+	publish(t, q, "", db, web)
+	waitRecords(t, q, 2)
+	waitAcked(t, q)
 
 	late := mkSeed("configmaps", "team-a", "db", "130", data("size", "2"))     // its audit change comes late
 	lost := mkSeed("configmaps", "team-a", "web", "140", data("color", "red")) // its audit change never comes
-	publish(t, js, "", late, lost)
+	publish(t, q, "", late, lost)
 	// While the seeds are held, the late audit change arrives.
 	update := mkChange("bob", "update", "configmaps", "team-a", "db", "130", data("size", "2"))
-	publish(t, js, "", update)
-	recs := waitRecords(t, js, 4) // 2 creates, bob's update, the Gap of web after the grace
-	waitAcked(t, js)
+	publish(t, q, "", update)
+	recs := waitRecords(t, q, 4) // 2 creates, bob's update, the Gap of web after the grace
+	waitAcked(t, q)
 	byID := recordByID(recs)
 	if _, ok := byID[late.ChangeID]; ok {
 		t.Errorf("the seed explained by bob's update was recorded: %+v", byID[late.ChangeID])
@@ -281,7 +280,7 @@ func TestGapHeldForAuditChange(t *testing.T) {
 	if !ok || len(gap.Markers) != 1 || gap.Markers[0] != change.MarkerGap {
 		t.Fatalf("the unexplained seed is not a Gap: %+v", gap)
 	}
-	if len(records(t, js)) != 4 {
-		t.Fatalf("records: %d, want 4", len(records(t, js)))
+	if len(records(t, q)) != 4 {
+		t.Fatalf("records: %d, want 4", len(records(t, q)))
 	}
 }

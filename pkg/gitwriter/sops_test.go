@@ -27,17 +27,17 @@ func TestSOPSDestination(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	js := startJetStream(t)
+	q := startJetStream(t)
 	remote := bareRepo(t)
 	value := "sops-writer-value-1"
 	f := fakeFetcher{"secrets/team-a/db": `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"db","namespace":"team-a","resourceVersion":"5"},"type":"Opaque","data":{"password":"` +
 		base64.StdEncoding.EncodeToString([]byte(value)) + `"}}`}
 	cfg := testConfig(t, "file://"+remote)
 	cfg.SOPSRecipients = []string{id.Recipient().String()}
-	startWriter(t, cfg, js, f)
+	startWriter(t, cfg, q, f)
 	create := mkChange("alice", "create", "secrets", "team-a", "db", "5", nil)
-	publish(t, js, "", create)
-	waitRecords(t, js, 1)
+	publish(t, q, "", create)
+	waitRecords(t, q, 1)
 	co := checkout(t, remote)
 	path := "clusters/dev/team-a/core/secrets/db.yaml"
 	file := gitCLI(t, co, "show", "HEAD:"+path)
@@ -65,16 +65,16 @@ func TestSOPSDestination(t *testing.T) {
 	// The reconciler's seed of the same state: Git already equal, no commit.
 	head := gitCLI(t, co, "ls-remote", remote, "refs/heads/main")
 	seed := mkSeed("secrets", "team-a", "db", "5", nil)
-	publish(t, js, "", seed)
-	waitAcked(t, js)
+	publish(t, q, "", seed)
+	waitAcked(t, q)
 	if now := gitCLI(t, co, "ls-remote", remote, "refs/heads/main"); now != head {
 		t.Fatalf("an unchanged Secret made a commit: %s -> %s", head, now)
 	}
 	// A new value: a new commit whose file differs.
 	f["secrets/team-a/db"] = strings.Replace(f["secrets/team-a/db"], `"resourceVersion":"5"`, `"resourceVersion":"6"`, 1)
 	f["secrets/team-a/db"] = strings.Replace(f["secrets/team-a/db"], base64.StdEncoding.EncodeToString([]byte(value)), base64.StdEncoding.EncodeToString([]byte("sops-writer-value-2")), 1)
-	publish(t, js, "", mkChange("bob", "update", "secrets", "team-a", "db", "6", nil))
-	waitRecords(t, js, 2)
+	publish(t, q, "", mkChange("bob", "update", "secrets", "team-a", "db", "6", nil))
+	waitRecords(t, q, 2)
 	co2 := checkout(t, remote)
 	if next := gitCLI(t, co2, "show", "HEAD:"+path); next == file || strings.Contains(next, "sops-writer-value-2") {
 		t.Fatalf("changed Secret: file unchanged or in clear:\n%s", next)

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/go-git/go-git/v5/plumbing/transport"
-	"github.com/nats-io/nats.go/jetstream"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
@@ -39,7 +38,7 @@ const (
 // SetRepoStatusRefused stores, for a destination whose writer cannot run (an invalid spec, missing
 // credentials), Ready False with why, keeping the rest of its status: its RepoStatus then says what its
 // GitDestination says instead of what the last writer saw.
-func SetRepoStatusRefused(ctx context.Context, store *queue.StatusStore, ref change.DestinationRef, identity, reason, message string) error {
+func SetRepoStatusRefused(ctx context.Context, store queue.StatusKV, ref change.DestinationRef, identity, reason, message string) error {
 	st, err := store.Get(ctx, ref)
 	if err != nil && !errors.Is(err, queue.ErrStatusNotFound) {
 		return err
@@ -149,24 +148,18 @@ func (w *Writer) redact(msg string) string {
 // its NumAckPending is not used, and the age may be a batch too old until the next update. Seeds held
 // back for GapGrace are not counted.
 func (w *Writer) pending(ctx context.Context, inFlight int) (int64, *metav1.Time) {
-	info, err := w.cons.Info(ctx)
+	b, err := w.cons.Backlog(ctx)
 	if err != nil {
 		return int64(inFlight), w.status.OldestPendingTime
 	}
-	n := int64(info.NumPending) + int64(inFlight)
+	n := int64(b.Pending) + int64(inFlight)
 	if n == 0 {
 		return 0, nil
 	}
-	if w.changes == nil {
-		if w.changes, err = w.js.Stream(ctx, change.ChangesStream); err != nil {
-			return n, w.status.OldestPendingTime
-		}
+	if b.Oldest.IsZero() {
+		return n, w.status.OldestPendingTime // not readable now
 	}
-	msg, err := w.changes.GetMsg(ctx, info.AckFloor.Stream+1, jetstream.WithGetMsgSubject(w.cfg.Destination.ChangesSubject()))
-	if err != nil {
-		return n, w.status.OldestPendingTime
-	}
-	t := metav1.NewTime(msg.Time)
+	t := metav1.NewTime(b.Oldest)
 	return n, &t
 }
 

@@ -16,6 +16,7 @@ import (
 
 	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
+	"github.com/kubehistory/kubehistory/pkg/queue"
 )
 
 // statusLog keeps every status a writer hands to OnStatus.
@@ -50,8 +51,8 @@ func (l *statusLog) ready() *metav1.Condition {
 // startWriterWithStatus starts a writer like startWriter, with its OnStatus feeding a log.
 func startWriterWithStatus(t *testing.T, cfg Config, l *statusLog) *running {
 	t.Helper()
-	js := startJetStream(t)
-	w, err := New(cfg, js, nil)
+	q := startJetStream(t)
+	w, err := New(cfg, q, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +83,7 @@ func TestReadyFollowsPushes(t *testing.T) {
 	if err := os.WriteFile(hook, []byte("#!/bin/sh\necho 'pushes are frozen' >&2\nexit 1\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	publish(t, r.w.js, "", mkChange("alice", "create", "configmaps", "team-a", "web", "1", map[string]interface{}{"data": map[string]interface{}{"a": "1"}}))
+	publish(t, r.w.q.(*queue.Conn), "", mkChange("alice", "create", "configmaps", "team-a", "web", "1", map[string]interface{}{"data": map[string]interface{}{"a": "1"}}))
 	eventually(t, "Ready False PushFailed", func() bool {
 		c := l.ready()
 		return c != nil && c.Status == metav1.ConditionFalse && c.Reason == configv1alpha1.ReasonPushFailed

@@ -33,7 +33,6 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage"
-	"github.com/nats-io/nats.go/jetstream"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
 
@@ -47,15 +46,15 @@ import (
 // Writer commits the changes of one GitDestination. Build it with New and call Run once.
 type Writer struct {
 	cfg     Config
-	js      jetstream.JetStream
+	q       Queue
 	fetcher ObjectFetcher
 
 	repo   *git.Repository
 	storer storage.Storer
 	auth   transport.AuthMethod
 	state  *state
-	cons   jetstream.Consumer
-	kv     *queue.StatusStore
+	cons   queue.Consumer
+	kv     queue.StatusKV
 
 	head   plumbing.Hash // the remote branch head as last seen or pushed
 	synced bool
@@ -66,7 +65,6 @@ type Writer struct {
 	mu       sync.Mutex // guards status
 	status   change.RepoState
 	onStatus func(change.RepoState)
-	changes  jetstream.Stream // KUBEHISTORY_CHANGES, to date the oldest pending change
 	// nextCheck and checkDelay pace the idle writer's retries of a remote it could not read.
 	nextCheck  time.Time
 	checkDelay time.Duration
@@ -78,9 +76,20 @@ type crashError struct{ err error }
 func (e *crashError) Error() string { return "gitwriter: stopped after push: " + e.err.Error() }
 func (e *crashError) Unwrap() error { return e.err }
 
+// Queue is what a writer needs of JetStream, in pkg/queue's terms (queue.Conn implements it): a durable
+// consumer of its destination's changes, publishing (records, and the orphan deletes it turns into
+// changes) and the status bucket.
+type Queue interface {
+	Consumer(ctx context.Context, cfg queue.ConsumerConfig) (queue.Consumer, error)
+	Publish(ctx context.Context, msgs []queue.Message) error
+	Status(ctx context.Context) (queue.StatusKV, error)
+}
+
+var _ Queue = (*queue.Conn)(nil)
+
 // New validates cfg and prepares a writer; fetcher may be nil (changes without a body then keep their
 // NoBody marker and write no file).
-func New(cfg Config, js jetstream.JetStream, fetcher ObjectFetcher) (*Writer, error) {
+func New(cfg Config, q Queue, fetcher ObjectFetcher) (*Writer, error) {
 	registerWriterMetrics()
 	cfg.setDefaults()
 	if err := cfg.validate(); err != nil {
@@ -96,7 +105,7 @@ func New(cfg Config, js jetstream.JetStream, fetcher ObjectFetcher) (*Writer, er
 	if err != nil {
 		return nil, err
 	}
-	w := &Writer{cfg: cfg, js: js, fetcher: fetcher, auth: auth}
+	w := &Writer{cfg: cfg, q: q, fetcher: fetcher, auth: auth}
 	if err := w.openRepo(); err != nil {
 		return nil, err
 	}
@@ -108,11 +117,6 @@ func New(cfg Config, js jetstream.JetStream, fetcher ObjectFetcher) (*Writer, er
 }
 
 func (w *Writer) ref() string { return w.cfg.Destination.String() }
-
-// ConsumerName is the durable consumer of a destination on KUBEHISTORY_CHANGES.
-func ConsumerName(ref change.DestinationRef) string {
-	return "gitwriter_" + change.SubjectToken(ref.Namespace) + "_" + change.SubjectToken(ref.Name)
-}
 
 func (w *Writer) openRepo() error {
 	dir := filepath.Join(w.cfg.dir(), "repo.git")
@@ -183,19 +187,17 @@ func (w *Writer) Run(ctx context.Context) error {
 
 func (w *Writer) open(ctx context.Context) error {
 	var err error
-	if w.kv, err = queue.OpenStatusStore(ctx, w.js); err != nil {
-		return err
+	if w.kv, err = w.q.Status(ctx); err != nil {
+		return fmt.Errorf("gitwriter: destination %s: %w", w.ref(), err)
 	}
 	w.loadStatus(ctx)
-	w.cons, err = w.js.CreateOrUpdateConsumer(ctx, change.ChangesStream, jetstream.ConsumerConfig{
-		Durable:       ConsumerName(w.cfg.Destination),
+	w.cons, err = w.q.Consumer(ctx, queue.ConsumerConfig{
+		Stream:        change.ChangesStream,
+		Durable:       queue.ChangesConsumerName(w.cfg.Destination),
 		Description:   "kubehistory Git writer of " + w.ref(),
 		FilterSubject: w.cfg.Destination.ChangesSubject(),
-		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       w.cfg.AckWait,
 		MaxAckPending: w.cfg.MaxAckPending,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		MaxDeliver:    -1,
 	})
 	if err != nil {
 		return fmt.Errorf("gitwriter: destination %s: creating consumer: %w", w.ref(), err)
@@ -205,8 +207,8 @@ func (w *Writer) open(ctx context.Context) error {
 
 // pending is one change being committed.
 type pending struct {
-	msg  jetstream.Msg
-	dups []jetstream.Msg // redeliveries of the same change ID in the same batch
+	msg  *queue.Msg
+	dups []*queue.Msg // redeliveries of the same change ID in the same batch
 	ch   change.Change
 	seq  uint64
 
@@ -234,32 +236,25 @@ func (w *Writer) collect(ctx context.Context) ([]*pending, error) {
 	byID := map[string]*pending{}
 	var deadline time.Time
 	for len(out) < w.cfg.MaxBatch {
-		wait := 500 * time.Millisecond // idle poll; bounds how long a stop takes
+		var wait time.Duration // idle: the queue's poll, which bounds how long a stop takes
 		if !deadline.IsZero() {
-			wait = time.Until(deadline)
-			if wait <= 0 {
+			if wait = time.Until(deadline); wait <= 0 {
 				break
 			}
-			if wait < 10*time.Millisecond {
-				wait = 10 * time.Millisecond
-			}
 		}
-		mb, err := w.cons.Fetch(w.cfg.MaxBatch-len(out), jetstream.FetchMaxWait(wait))
-		if err != nil {
-			return out, err
-		}
-		for msg := range mb.Messages() {
+		msgs, err := w.cons.Fetch(ctx, w.cfg.MaxBatch-len(out), wait)
+		for _, msg := range msgs {
 			var ch change.Change
-			err := change.DecodeChange(msg.Data(), &ch)
+			err := change.DecodeChange(msg.Data, &ch)
 			if errors.Is(err, change.ErrUnknownVersion) {
 				// Written by a newer build (an upgrade under way): a writer of that build reads it.
-				klog.ErrorS(err, "Leaving a change of a newer storage version", "destination", w.ref(), "subject", msg.Subject())
+				klog.ErrorS(err, "Leaving a change of a newer storage version", "destination", w.ref(), "subject", msg.Subject)
 				_ = msg.NakWithDelay(time.Minute)
 				continue
 			}
 			if err != nil || ch.ChangeID == "" {
 				// A message no writer can ever read: terminate it rather than block the destination.
-				klog.ErrorS(err, "Dropping an undecodable change", "destination", w.ref(), "subject", msg.Subject())
+				klog.ErrorS(err, "Dropping an undecodable change", "destination", w.ref(), "subject", msg.Subject)
 				_ = msg.Term()
 				continue
 			}
@@ -275,23 +270,19 @@ func (w *Writer) collect(ctx context.Context) ([]*pending, error) {
 				p.dups = append(p.dups, msg)
 				continue
 			}
-			var seq uint64
-			if md, err := msg.Metadata(); err == nil {
-				seq = md.Sequence.Stream
-			}
 			if faultAckOnFetch {
 				// Deliberately broken build (tag kubehistory_fault_ack_on_fetch): acks before the push,
 				// to show that the reliability suite catches it. Never in a release.
 				_ = msg.Ack()
 			}
-			p := &pending{msg: msg, ch: ch, seq: seq}
+			p := &pending{msg: msg, ch: ch, seq: msg.Seq}
 			byID[ch.ChangeID] = p
 			out = append(out, p)
 			if deadline.IsZero() {
 				deadline = time.Now().Add(w.cfg.CommitWindow)
 			}
 		}
-		if err := mb.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !isTimeout(err) {
+		if err != nil {
 			return out, err
 		}
 		if ctx.Err() != nil {
@@ -302,10 +293,6 @@ func (w *Writer) collect(ctx context.Context) ([]*pending, error) {
 		}
 	}
 	return out, nil
-}
-
-func isTimeout(err error) bool {
-	return errors.Is(err, context.DeadlineExceeded) || strings.Contains(err.Error(), "timeout")
 }
 
 func nakAll(batch []*pending) {
@@ -319,31 +306,14 @@ func nakAll(batch []*pending) {
 	}
 }
 
-// keepInProgress tells JetStream every interval that the batch is still being worked on, until stop.
-func keepInProgress(batch []*pending, interval time.Duration) (stop func()) {
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				for _, p := range batch {
-					_ = p.msg.InProgress()
-				}
-			}
-		}
-	}()
-	return func() { close(done) }
-}
-
 func (w *Writer) processWithRetry(ctx context.Context, batch []*pending) error {
 	// Keep the messages ours while we work on them, however long a push or an outage takes: AckWait is
 	// short so that after a crash the batch comes back quickly, before later changes overtake it.
-	stop := keepInProgress(batch, w.cfg.AckWait/3)
-	defer stop()
+	msgs := make([]*queue.Msg, len(batch))
+	for i, p := range batch {
+		msgs[i] = p.msg
+	}
+	defer queue.KeepInProgress(msgs, w.cfg.AckWait)()
 	delay := w.cfg.RetryInitial
 	for {
 		err := w.process(ctx, batch)
@@ -925,29 +895,17 @@ func (w *Writer) committedRecord(p *pending) (change.Record, error) {
 // publish sends the records to KUBEHISTORY_HISTORY and waits for every ack; Nats-Msg-Id is the change
 // ID, so a record re-published after a crash reaches the index once.
 func (w *Writer) publish(ctx context.Context, records []change.Record) error {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
 	subject := w.cfg.Destination.HistorySubject()
-	futures := make([]jetstream.PubAckFuture, 0, len(records))
+	msgs := make([]queue.Message, 0, len(records))
 	for i := range records {
 		data, err := change.EncodeRecord(&records[i])
 		if err != nil {
 			return err
 		}
-		f, err := w.js.PublishAsync(subject, data, jetstream.WithMsgID(records[i].ChangeID), jetstream.WithExpectStream(change.HistoryStream))
-		if err != nil {
-			return fmt.Errorf("publishing record: %w", err)
-		}
-		futures = append(futures, f)
+		msgs = append(msgs, queue.Message{Subject: subject, ID: records[i].ChangeID, Data: data})
 	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return fmt.Errorf("publishing record: %w", err)
-		case <-ctx.Done():
-			return fmt.Errorf("publishing records: %w", ctx.Err())
-		}
+	if err := w.q.Publish(ctx, msgs); err != nil {
+		return fmt.Errorf("publishing records: %w", err)
 	}
 	return nil
 }

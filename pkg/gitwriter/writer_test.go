@@ -24,18 +24,18 @@ func recordByID(recs []change.Record) map[string]change.Record {
 // TestActorsDeleteAndSecrets: two actors in one window make two commits with their names as authors,
 // into an empty repository; a delete removes the file; Secret values never reach Git.
 func TestActorsDeleteAndSecrets(t *testing.T) {
-	js := startJetStream(t)
+	q := startJetStream(t)
 	remote := bareRepo(t)
 	cfg := testConfig(t, "file://"+remote)
-	r := startWriter(t, cfg, js, nil)
+	r := startWriter(t, cfg, q, nil)
 
 	const secretValue = "correct-horse-battery-staple"
 	web := mkChange("alice", "create", "configmaps", "team-a", "web", "100", map[string]interface{}{"data": map[string]interface{}{"color": "blue"}})
 	api := mkChange("bob", "update", "configmaps", "team-a", "api", "101", map[string]interface{}{"data": map[string]interface{}{"port": "8080"}})
 	db := mkChange("bob", "create", "secrets", "team-a", "db", "102", map[string]interface{}{
 		"data": map[string]interface{}{"password": b64(secretValue)}, "stringData": map[string]interface{}{"token": secretValue}})
-	publish(t, js, "", web, api, db)
-	recs := waitRecords(t, js, 3)
+	publish(t, q, "", web, api, db)
+	recs := waitRecords(t, q, 3)
 
 	co := checkout(t, remote)
 	log := gitCLI(t, co, "log", "--reverse", "--format=%an <%ae>|%cn|%s")
@@ -72,8 +72,8 @@ func TestActorsDeleteAndSecrets(t *testing.T) {
 
 	del := mkChange("carol", "delete", "configmaps", "team-a", "web", "103", nil)
 	upd := mkChange("bob", "update", "secrets", "team-a", "db", "104", map[string]interface{}{"data": map[string]interface{}{"password": b64(secretValue + "-2")}})
-	publish(t, js, "", del, upd)
-	recs = waitRecords(t, js, 5)
+	publish(t, q, "", del, upd)
+	recs = waitRecords(t, q, 5)
 	gitCLI(t, co, "pull", "-q")
 	if _, err := os.Stat(co + "/clusters/dev/team-a/core/configmaps/web.yaml"); !os.IsNotExist(err) {
 		t.Fatalf("web.yaml still there: %v", err)
@@ -101,7 +101,7 @@ func TestActorsDeleteAndSecrets(t *testing.T) {
 	if !strings.Contains(gitCLI(t, co, "show", "HEAD:clusters/dev/team-a/core/secrets/db.yaml"), "password: hmac-sha256:"+testKey.ID()+":") {
 		t.Fatal("secret not hashed")
 	}
-	waitAcked(t, js)
+	waitAcked(t, q)
 	r.stop(t)
 	st, err := r.w.kv.Get(context.Background(), dest)
 	if err != nil {
@@ -130,22 +130,22 @@ func gitGrepAll(t *testing.T, dir, s string) string {
 // TestRedeliveryIsIdempotent: a change re-sent after its commit (past the JetStream duplicate
 // window, hence another message) makes no second commit and its record reaches the index once.
 func TestRedeliveryIsIdempotent(t *testing.T) {
-	js := startJetStream(t)
+	q := startJetStream(t)
 	remote := bareRepo(t)
-	r := startWriter(t, testConfig(t, "file://"+remote), js, nil)
+	r := startWriter(t, testConfig(t, "file://"+remote), q, nil)
 	c := mkChange("alice", "update", "configmaps", "team-a", "web", "7", map[string]interface{}{"data": map[string]interface{}{"a": "1"}})
-	publish(t, js, "", c)
-	waitRecords(t, js, 1)
-	waitAcked(t, js)
-	publish(t, js, "resent-", c)
-	publish(t, js, "resent-again-", c)
-	waitAcked(t, js)
+	publish(t, q, "", c)
+	waitRecords(t, q, 1)
+	waitAcked(t, q)
+	publish(t, q, "resent-", c)
+	publish(t, q, "resent-again-", c)
+	waitAcked(t, q)
 	co := checkout(t, remote)
 	if n := gitCLI(t, co, "rev-list", "--count", "HEAD"); n != "1" {
 		t.Fatalf("%s commits, want 1", n)
 	}
 	r.stop(t)
-	if recs := records(t, js); len(recs) != 1 {
+	if recs := records(t, q); len(recs) != 1 {
 		t.Fatalf("%d records, want 1", len(recs))
 	}
 }
@@ -158,7 +158,7 @@ func TestCrashBetweenPushAndAck(t *testing.T) {
 		loseDataDir bool
 	}{{"same data dir", false}, {"data dir lost", true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			js := startJetStream(t)
+			q := startJetStream(t)
 			remote := bareRepo(t)
 			cfg := testConfig(t, "file://"+remote)
 			cfg.AckWait = 1e9 // redelivery soon after the crash
@@ -169,7 +169,7 @@ func TestCrashBetweenPushAndAck(t *testing.T) {
 				}
 				return nil
 			}
-			w, err := New(cfg, js, nil)
+			w, err := New(cfg, q, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -177,7 +177,7 @@ func TestCrashBetweenPushAndAck(t *testing.T) {
 				mkChange("alice", "create", "configmaps", "team-a", "web", "10", map[string]interface{}{"data": map[string]interface{}{"a": "1"}}),
 				mkChange("bob", "create", "configmaps", "team-b", "api", "11", map[string]interface{}{"data": map[string]interface{}{"b": "2"}}),
 			}
-			publish(t, js, "", chs...)
+			publish(t, q, "", chs...)
 			if err := w.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "simulated crash") {
 				t.Fatalf("Run returned %v, want the simulated crash", err)
 			}
@@ -185,16 +185,16 @@ func TestCrashBetweenPushAndAck(t *testing.T) {
 			if n := gitCLI(t, co, "rev-list", "--count", "HEAD"); n != "2" {
 				t.Fatalf("%s commits pushed before the crash, want 2", n)
 			}
-			if recs := records(t, js); len(recs) != 0 {
+			if recs := records(t, q); len(recs) != 0 {
 				t.Fatalf("%d records published before the crash", len(recs))
 			}
 			if tc.loseDataDir {
 				cfg.DataDir = t.TempDir()
 			}
-			publish(t, js, "", mkChange("alice", "update", "configmaps", "team-a", "web", "12", map[string]interface{}{"data": map[string]interface{}{"a": "3"}}))
-			startWriter(t, cfg, js, nil)
-			recs := waitRecords(t, js, 3)
-			waitAcked(t, js)
+			publish(t, q, "", mkChange("alice", "update", "configmaps", "team-a", "web", "12", map[string]interface{}{"data": map[string]interface{}{"a": "3"}}))
+			startWriter(t, cfg, q, nil)
+			recs := waitRecords(t, q, 3)
+			waitAcked(t, q)
 			gitCLI(t, co, "pull", "-q")
 			if n := gitCLI(t, co, "rev-list", "--count", "HEAD"); n != "3" {
 				t.Fatalf("%s commits, want 3:\n%s", n, gitCLI(t, co, "log", "--format=%an %s"))
@@ -217,9 +217,9 @@ func TestCrashBetweenPushAndAck(t *testing.T) {
 // TestOutOfOrderResourceVersions: an older state, in the same window or a later one, never
 // overwrites a newer one; it still gets its record.
 func TestOutOfOrderResourceVersions(t *testing.T) {
-	js := startJetStream(t)
+	q := startJetStream(t)
 	remote := bareRepo(t)
-	startWriter(t, testConfig(t, "file://"+remote), js, nil)
+	startWriter(t, testConfig(t, "file://"+remote), q, nil)
 	cm := func(user, verb, rv, v string) change.Change {
 		var body map[string]interface{}
 		if v != "" {
@@ -228,8 +228,8 @@ func TestOutOfOrderResourceVersions(t *testing.T) {
 		return mkChange(user, verb, "configmaps", "team-a", "web", rv, body)
 	}
 	// Same window, reversed, and one by another actor in between.
-	publish(t, js, "", cm("alice", "update", "30", "thirty"), cm("bob", "update", "25", "twenty-five"), cm("alice", "update", "20", "twenty"))
-	waitRecords(t, js, 3)
+	publish(t, q, "", cm("alice", "update", "30", "thirty"), cm("bob", "update", "25", "twenty-five"), cm("alice", "update", "20", "twenty"))
+	waitRecords(t, q, 3)
 	co := checkout(t, remote)
 	show := func() string {
 		return gitCLI(t, co, "show", "origin/main:clusters/dev/team-a/core/configmaps/web.yaml")
@@ -238,24 +238,24 @@ func TestOutOfOrderResourceVersions(t *testing.T) {
 		t.Fatalf("file regressed:\n%s", show())
 	}
 	// A later window with older states and an older delete.
-	publish(t, js, "", cm("bob", "update", "29", "twenty-nine"), cm("carol", "delete", "28", ""))
-	waitRecords(t, js, 5)
+	publish(t, q, "", cm("bob", "update", "29", "twenty-nine"), cm("carol", "delete", "28", ""))
+	waitRecords(t, q, 5)
 	gitCLI(t, co, "fetch", "-q")
 	if !strings.Contains(show(), "v: thirty") {
 		t.Fatalf("file regressed:\n%s", show())
 	}
 	// The real delete, then a late update from before it: the file stays deleted.
-	publish(t, js, "", cm("carol", "delete", "30", ""))
-	waitRecords(t, js, 6)
-	publish(t, js, "", cm("bob", "update", "30", "thirty-again"))
-	waitRecords(t, js, 7)
+	publish(t, q, "", cm("carol", "delete", "30", ""))
+	waitRecords(t, q, 6)
+	publish(t, q, "", cm("bob", "update", "30", "thirty-again"))
+	waitRecords(t, q, 7)
 	gitCLI(t, co, "fetch", "-q")
 	if out := gitCLI(t, co, "ls-tree", "-r", "--name-only", "origin/main"); strings.Contains(out, "web.yaml") {
 		t.Fatalf("deleted file came back:\n%s", out)
 	}
 	// A recreation (newer resourceVersion) writes it again.
-	publish(t, js, "", cm("alice", "create", "40", "new"))
-	waitRecords(t, js, 8)
+	publish(t, q, "", cm("alice", "create", "40", "new"))
+	waitRecords(t, q, 8)
 	gitCLI(t, co, "fetch", "-q")
 	if !strings.Contains(show(), "v: new") {
 		t.Fatalf("recreated file:\n%s", show())
@@ -271,15 +271,15 @@ func (f fakeFetcher) Get(_ context.Context, group, version, resource, namespace,
 
 // TestChangesWithoutBody: the object is fetched at write time, or marked gone without a file change.
 func TestChangesWithoutBody(t *testing.T) {
-	js := startJetStream(t)
+	q := startJetStream(t)
 	remote := bareRepo(t)
 	f := fakeFetcher{"configmaps/team-a/web": `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"web","namespace":"team-a","resourceVersion":"55"},"data":{"x":"fetched"}}`}
-	startWriter(t, testConfig(t, "file://"+remote), js, f)
+	startWriter(t, testConfig(t, "file://"+remote), q, f)
 	present := mkChange("alice", "patch", "configmaps", "team-a", "web", "", nil)
 	present.Markers = []change.Marker{change.MarkerNoBody}
 	gone := mkChange("bob", "patch", "configmaps", "team-a", "old", "", nil)
-	publish(t, js, "", present, gone)
-	byID := recordByID(waitRecords(t, js, 2))
+	publish(t, q, "", present, gone)
+	byID := recordByID(waitRecords(t, q, 2))
 	if m := byID[present.ChangeID].Markers; len(m) != 2 || m[0] != change.MarkerNoBody || m[1] != change.MarkerFetchedAtWriteTime {
 		t.Fatalf("markers %v", m)
 	}
@@ -302,7 +302,7 @@ func TestChangesWithoutBody(t *testing.T) {
 // fetched object's labels: an unlabelled Secret's create, its delete and a gone object's change leave
 // no record and no file; the labelled one is written, its values as keyed fingerprints.
 func TestScopeAppliesSelectorToFetchedObjects(t *testing.T) {
-	js := startJetStream(t)
+	q := startJetStream(t)
 	remote := bareRepo(t)
 	f := fakeFetcher{
 		"secrets/team-a/plain":  `{"apiVersion":"v1","kind":"Secret","metadata":{"name":"plain","namespace":"team-a","resourceVersion":"5"},"stringData":{"k":"plain-value-123"}}`,
@@ -314,14 +314,14 @@ func TestScopeAppliesSelectorToFetchedObjects(t *testing.T) {
 		asked = append(asked, obj.Name)
 		return labels["tracked"] == "true"
 	}
-	startWriter(t, cfg, js, f)
+	startWriter(t, cfg, q, f)
 	plainCreate := mkChange("alice", "create", "secrets", "team-a", "plain", "", nil)
 	plainDelete := mkChange("alice", "delete", "secrets", "team-a", "plain", "", nil)
 	goneCreate := mkChange("alice", "create", "secrets", "team-a", "gone", "", nil)
 	picked := mkChange("alice", "create", "secrets", "team-a", "picked", "", nil)
-	publish(t, js, "", plainCreate, plainDelete, goneCreate, picked)
-	recs := waitRecords(t, js, 1)
-	waitAcked(t, js)
+	publish(t, q, "", plainCreate, plainDelete, goneCreate, picked)
+	recs := waitRecords(t, q, 1)
+	waitAcked(t, q)
 	if len(recs) != 1 || recs[0].ChangeID != picked.ChangeID {
 		t.Fatalf("records %+v, want only the labelled Secret's", recs)
 	}
@@ -340,11 +340,11 @@ func TestScopeAppliesSelectorToFetchedObjects(t *testing.T) {
 // A body ingest redacted with fewer sensitive paths than the writer's configuration: the fingerprints
 // ingest made are kept, the rest is completed before Git.
 func TestWriterCompletesRedaction(t *testing.T) {
-	js := startJetStream(t)
+	q := startJetStream(t)
 	remote := bareRepo(t)
 	cfg := testConfig(t, "file://"+remote)
 	cfg.SensitivePaths = []string{"configmaps:data.token"}
-	startWriter(t, cfg, js, nil)
+	startWriter(t, cfg, q, nil)
 	ch := mkChange("alice", "create", "configmaps", "team-a", "app", "3", map[string]interface{}{
 		"data": map[string]interface{}{"token": "tok-value-789", "color": "blue"}})
 	ch.RedactBody(func(change.DestinationRef) sanitize.Options {
@@ -353,8 +353,8 @@ func TestWriterCompletesRedaction(t *testing.T) {
 	if !ch.Redacted || strings.Contains(string(ch.Body), "blue") || !strings.Contains(string(ch.Body), "tok-value-789") {
 		t.Fatalf("ingest-side redaction: redacted=%v body %s", ch.Redacted, ch.Body)
 	}
-	publish(t, js, "", ch)
-	waitRecords(t, js, 1)
+	publish(t, q, "", ch)
+	waitRecords(t, q, 1)
 	co := checkout(t, remote)
 	y := gitCLI(t, co, "show", "HEAD:clusters/dev/team-a/core/configmaps/app.yaml")
 	want := "color: " + cfg.Key.Fingerprint([]byte("blue"))

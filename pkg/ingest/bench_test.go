@@ -181,7 +181,13 @@ func newRawRig(b *testing.B) *rawRig {
 	if len(r.msgs) != benchBatch {
 		b.Fatalf("%d messages", len(r.msgs))
 	}
-	if r.pub, err = jetstream.New(r.js.nc); err != nil {
+	// A plain NATS client of its own: the baseline is JetStream without pkg/queue.
+	nc, err := nats.Connect(r.js.e.ClientURL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(nc.Close)
+	if r.pub, err = jetstream.New(nc); err != nil {
 		b.Fatal(err)
 	}
 	return r
@@ -270,9 +276,9 @@ func BenchmarkMapAndEncode400(b *testing.B) {
 }
 
 func (env *jetStreamEnv) storedCount(b *testing.B) int {
-	info, err := env.pub.JetStream().Stream(context.Background(), change.ChangesStream)
+	st, err := env.q.StreamState(context.Background(), change.ChangesStream)
 	if err != nil {
 		b.Fatal(err)
 	}
-	return int(info.CachedInfo().State.Msgs)
+	return int(st.Msgs)
 }

@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/pflag"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/component-base/metrics/testutil"
@@ -31,7 +29,7 @@ type jetStreamEnv struct {
 	dir  string
 	port int
 	e    *queue.Embedded
-	nc   *nats.Conn
+	q    *queue.Conn
 	pub  *queue.Publisher
 }
 
@@ -39,20 +37,20 @@ func startJetStream(t testing.TB) *jetStreamEnv {
 	t.Helper()
 	env := &jetStreamEnv{dir: t.TempDir(), port: -1}
 	env.start(t)
-	nc, err := env.e.Connect("ingest-test")
+	q, err := env.e.Connect("ingest-test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	env.nc = nc
-	env.pub, err = queue.NewPublisher(nc, queue.PublisherOptions{Timeout: 3 * time.Second})
+	env.q = q
+	env.pub, err = queue.NewPublisher(q, queue.PublisherOptions{Timeout: 3 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := queue.EnsureStreams(context.Background(), env.pub.JetStream(), 1); err != nil {
+	if err := queue.EnsureStreams(context.Background(), q, 1); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		nc.Close()
+		q.Close()
 		if env.e != nil {
 			env.e.Shutdown()
 		}
@@ -78,32 +76,26 @@ func (env *jetStreamEnv) stop() {
 func (env *jetStreamEnv) msgIDs(t testing.TB) map[string]int {
 	t.Helper()
 	ctx := context.Background()
-	s, err := env.pub.JetStream().Stream(ctx, change.ChangesStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
+	st, err := env.q.StreamState(ctx, change.ChangesStream)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ids := map[string]int{}
-	if info.State.Msgs == 0 {
-		return ids
-	}
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatalf("GetMsg(%d): %v", seq, err)
+	err = env.q.Replay(ctx, change.ChangesStream, st.LastSeq, 1000, func(msgs []*queue.Msg) error {
+		for _, m := range msgs {
+			var c change.Change
+			if err := json.Unmarshal(m.Data, &c); err != nil {
+				t.Fatal(err)
+			}
+			if m.MsgID != c.ChangeID || m.Subject != c.Destination.ChangesSubject() {
+				t.Errorf("message %d: msg-id %s subject %s for change %s to %v", m.Seq, m.MsgID, m.Subject, c.ChangeID, c.Destination)
+			}
+			ids[m.MsgID]++
 		}
-		var c change.Change
-		if err := json.Unmarshal(m.Data, &c); err != nil {
-			t.Fatal(err)
-		}
-		id := m.Header.Get(jetstream.MsgIDHeader)
-		if id != c.ChangeID || m.Subject != c.Destination.ChangesSubject() {
-			t.Errorf("message %d: msg-id %s subject %s for change %s to %v", seq, id, m.Subject, c.ChangeID, c.Destination)
-		}
-		ids[id]++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 	return ids
 }
@@ -282,14 +274,14 @@ func TestServerEndToEnd(t *testing.T) {
 
 	t.Run("JetStream down: 503, then retried batch stored after restart", func(t *testing.T) {
 		js.stop()
-		waitFor(t, "NATS disconnect", func() bool { return !js.nc.IsConnected() })
+		waitFor(t, "NATS disconnect", func() bool { return js.q.Connected() != nil })
 		body := loadFixture(t, "special.json")
 		r := mustPost(t, apiserver, url, body, http.StatusServiceUnavailable)
 		if r.retryAfter == "" || r.status.Message == "" {
 			t.Errorf("503 without Retry-After or message: %+v", r)
 		}
 		js.start(t)
-		waitFor(t, "NATS reconnect", js.nc.IsConnected)
+		waitFor(t, "NATS reconnect", func() bool { return js.q.Connected() == nil })
 		mustPost(t, apiserver, url, body, http.StatusOK)
 		mustPost(t, apiserver, url, loadFixture(t, "deletecollection-list.json"), http.StatusOK)
 		stored = append(stored, expectedIDs(t, teamAMatcher, "special.json", "deletecollection-list.json")...)

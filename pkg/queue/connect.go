@@ -44,7 +44,7 @@ func (o ConnectOptions) Validate() []error {
 
 // Connect dials the external NATS cluster. The connection reconnects forever: a NATS outage must make
 // ingest answer 503 (so kube-apiserver retries) and recover by itself, never require a restart.
-func Connect(o ConnectOptions) (*nats.Conn, error) {
+func Connect(o ConnectOptions) (*Conn, error) {
 	if errs := o.Validate(); len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -65,7 +65,7 @@ func Connect(o ConnectOptions) (*nats.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connecting to NATS at %s: %w", o.URL, err)
 	}
-	return nc, nil
+	return newConn(nc)
 }
 
 func commonConnOptions(name string) []nats.Option {

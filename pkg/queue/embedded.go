@@ -133,11 +133,18 @@ func (e *Embedded) Port() int {
 
 // Connect opens a client connection to the embedded server: through loopback TCP when it listens (so
 // the connection reconnects if the server is restarted on the same port), else in-process.
-func (e *Embedded) Connect(name string) (*nats.Conn, error) {
+func (e *Embedded) Connect(name string) (*Conn, error) {
+	var nc *nats.Conn
+	var err error
 	if e.opts.InProcessOnly {
-		return nats.Connect("", append(commonConnOptions(name), nats.InProcessServer(e.srv))...)
+		nc, err = nats.Connect("", append(commonConnOptions(name), nats.InProcessServer(e.srv))...)
+	} else {
+		nc, err = nats.Connect(e.ClientURL(), commonConnOptions(name)...)
 	}
-	return nats.Connect(e.ClientURL(), commonConnOptions(name)...)
+	if err != nil {
+		return nil, err
+	}
+	return newConn(nc)
 }
 
 // Shutdown stops the server and waits until it released the data directory.

@@ -28,7 +28,8 @@ type PublisherOptions struct {
 	Timeout time.Duration
 	// MaxPending caps the acknowledgements outstanding over all concurrent batches; publishing beyond it
 	// waits (back-pressure towards the HTTP callers). Default 8192, enough for a few 400-event batches
-	// fanned out to several destinations.
+	// fanned out to several destinations. Left at their defaults, Timeout and MaxPending share the
+	// connection's JetStream context (and its pending acknowledgements) with everything else on it.
 	MaxPending int
 }
 
@@ -41,14 +42,17 @@ type Publisher struct {
 }
 
 // NewPublisher builds a Publisher on an open connection.
-func NewPublisher(nc *nats.Conn, o PublisherOptions) (*Publisher, error) {
+func NewPublisher(c *Conn, o PublisherOptions) (*Publisher, error) {
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultPublishTimeout
 	}
 	if o.MaxPending <= 0 {
-		o.MaxPending = 8192
+		o.MaxPending = defaultMaxPending
 	}
-	js, err := jetstream.New(nc,
+	if o.Timeout == DefaultPublishTimeout && o.MaxPending == defaultMaxPending {
+		return &Publisher{nc: c.nc, js: c.js, timeout: o.Timeout}, nil
+	}
+	js, err := jetstream.New(c.nc,
 		jetstream.WithPublishAsyncMaxPending(o.MaxPending),
 		// Acks that never come (server gone mid-batch) are failed and released after the timeout, so
 		// they neither leak nor hold back later batches' back-pressure.
@@ -57,11 +61,8 @@ func NewPublisher(nc *nats.Conn, o PublisherOptions) (*Publisher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating JetStream context: %w", err)
 	}
-	return &Publisher{nc: nc, js: js, timeout: o.Timeout}, nil
+	return &Publisher{nc: c.nc, js: js, timeout: o.Timeout}, nil
 }
-
-// JetStream exposes the JetStream context, for EnsureStreams and consumers sharing the connection.
-func (p *Publisher) JetStream() jetstream.JetStream { return p.js }
 
 // Message is a change encoded for KUBEHISTORY_CHANGES: its destination's subject, its Nats-Msg-Id (the
 // ChangeID) and its JSON. Encoding is split from publishing so that a caller can encode while it is

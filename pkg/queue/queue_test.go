@@ -65,15 +65,12 @@ func streamMsgIDs(t *testing.T, js jetstream.JetStream) map[string]int {
 func TestEnsureStreams(t *testing.T) {
 	e := startEmbedded(t, EmbeddedOptions{DataDir: t.TempDir(), InProcessOnly: true})
 	defer e.Shutdown()
-	nc, err := e.Connect("test")
+	c, err := e.Connect("test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	defer c.Close()
+	js := c.js
 	ctx := context.Background()
 
 	tests := []struct {
@@ -88,7 +85,7 @@ func TestEnsureStreams(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			err := EnsureStreams(ctx, js, 1, tc.opts...)
+			err := EnsureStreams(ctx, c, 1, tc.opts...)
 			if tc.wantErr {
 				if err == nil {
 					t.Fatal("expected an error")
@@ -110,7 +107,7 @@ func TestEnsureStreams(t *testing.T) {
 			}
 		})
 	}
-	if err := EnsureStreams(ctx, js, 0); err == nil {
+	if err := EnsureStreams(ctx, c, 0); err == nil {
 		t.Error("replicas 0 accepted")
 	}
 }
@@ -122,17 +119,17 @@ func TestPublishDedupAndRestart(t *testing.T) {
 	if port == 0 {
 		t.Fatal("no port")
 	}
-	nc, err := e.Connect("test")
+	c, err := e.Connect("test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
-	p, err := NewPublisher(nc, PublisherOptions{Timeout: 2 * time.Second})
+	defer c.Close()
+	p, err := NewPublisher(c, PublisherOptions{Timeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := EnsureStreams(ctx, p.JetStream(), 1); err != nil {
+	if err := EnsureStreams(ctx, c, 1); err != nil {
 		t.Fatal(err)
 	}
 
@@ -142,7 +139,7 @@ func TestPublishDedupAndRestart(t *testing.T) {
 			t.Fatalf("publish %d: %v", i, err)
 		}
 	}
-	ids := streamMsgIDs(t, p.JetStream())
+	ids := streamMsgIDs(t, c.js)
 	if len(ids) != 50 {
 		t.Fatalf("want 50 distinct messages, got %d", len(ids))
 	}
@@ -158,7 +155,7 @@ func TestPublishDedupAndRestart(t *testing.T) {
 
 	e.Shutdown()
 	deadline := time.Now().Add(5 * time.Second)
-	for nc.IsConnected() && time.Now().Before(deadline) {
+	for c.nc.IsConnected() && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if err := p.Publish(ctx, testChanges("audit-2", 3)); !errors.Is(err, ErrNotConnected) {
@@ -168,13 +165,13 @@ func TestPublishDedupAndRestart(t *testing.T) {
 	e2 := startEmbedded(t, EmbeddedOptions{DataDir: dir, Port: port})
 	defer e2.Shutdown()
 	deadline = time.Now().Add(10 * time.Second)
-	for !nc.IsConnected() && time.Now().Before(deadline) {
+	for !c.nc.IsConnected() && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	if err := p.Publish(ctx, testChanges("audit-2", 3)); err != nil {
 		t.Fatalf("publish after restart: %v", err)
 	}
-	ids = streamMsgIDs(t, p.JetStream())
+	ids = streamMsgIDs(t, c.js)
 	if len(ids) != 53 {
 		t.Fatalf("after restart want 53 messages, got %d", len(ids))
 	}
@@ -183,12 +180,12 @@ func TestPublishDedupAndRestart(t *testing.T) {
 func TestPublishFailsWithoutStream(t *testing.T) {
 	e := startEmbedded(t, EmbeddedOptions{DataDir: t.TempDir(), InProcessOnly: true})
 	defer e.Shutdown()
-	nc, err := e.Connect("test")
+	c, err := e.Connect("test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
-	p, err := NewPublisher(nc, PublisherOptions{Timeout: 2 * time.Second})
+	defer c.Close()
+	p, err := NewPublisher(c, PublisherOptions{Timeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,13 +218,13 @@ func TestConnectOptionsValidate(t *testing.T) {
 func TestConnectExternal(t *testing.T) {
 	e := startEmbedded(t, EmbeddedOptions{DataDir: t.TempDir(), Port: -1})
 	defer e.Shutdown()
-	nc, err := Connect(ConnectOptions{URL: e.ClientURL(), Name: "external"})
+	c, err := Connect(ConnectOptions{URL: e.ClientURL(), Name: "external"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
-	if nc.Status() != nats.CONNECTED {
-		t.Fatalf("status %v", nc.Status())
+	defer c.Close()
+	if c.nc.Status() != nats.CONNECTED || c.Connected() != nil {
+		t.Fatalf("status %v", c.nc.Status())
 	}
 	if _, err := Connect(ConnectOptions{URL: e.ClientURL(), CredsFile: "/nonexistent/creds"}); err == nil {
 		t.Error("missing creds file accepted")

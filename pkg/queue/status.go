@@ -20,33 +20,50 @@ const StatusBucket = change.RepoStatusBucket
 
 const statusDescription = "kubehistory Git writer status, one key per GitDestination (<namespace>.<name>)"
 
-// ErrStatusNotFound is wrapped by StatusStore.Get when a destination has no status: no writer has run
+// ErrStatusNotFound is wrapped by StatusKV.Get when a destination has no status: no writer has run
 // for it yet, or it was deleted.
 var ErrStatusNotFound = errors.New("no status stored")
 
-// StatusStore reads and writes the destinations' RepoStates in StatusBucket: the writer of a
-// destination puts it, the destinations manager deletes the status of a deleted destination, and every
-// replica's index watches the bucket.
-type StatusStore struct {
+// StatusKV holds the destinations' RepoStates: the writer of a destination puts it, the destinations
+// manager deletes the status of a deleted destination, and every replica's index watches it.
+type StatusKV interface {
+	// Get returns the state of a destination as its writer last stored it; the error wraps
+	// ErrStatusNotFound when there is none.
+	Get(ctx context.Context, ref change.DestinationRef) (change.RepoState, error)
+	// Put stores the state of a destination.
+	Put(ctx context.Context, ref change.DestinationRef, st *change.RepoState) error
+	// Delete removes a destination's status; deleting a missing one is no error.
+	Delete(ctx context.Context, ref change.DestinationRef) error
+	// List lists the destinations that have a status.
+	List(ctx context.Context) ([]change.DestinationRef, error)
+	// Watch delivers the current status of every destination (a StatusDeleted for one deleted and not
+	// yet compacted away), then one StatusSynced, then every change as it happens. The channel is
+	// closed when ctx ends or the watch breaks (the caller watches again). A value that does not decode
+	// is logged and skipped.
+	Watch(ctx context.Context) (<-chan StatusEvent, error)
+}
+
+// kvStatus is StatusKV on the JetStream KV bucket StatusBucket.
+type kvStatus struct {
 	kv jetstream.KeyValue
 }
 
-// OpenStatusStore opens StatusBucket, creating it when missing.
-func OpenStatusStore(ctx context.Context, js jetstream.JetStream) (*StatusStore, error) {
-	kv, err := js.KeyValue(ctx, StatusBucket)
+var _ StatusKV = (*kvStatus)(nil)
+
+// Status opens StatusBucket, creating it when missing.
+func (c *Conn) Status(ctx context.Context) (StatusKV, error) {
+	kv, err := c.js.KeyValue(ctx, StatusBucket)
 	if err == nil {
-		return &StatusStore{kv: kv}, nil
+		return &kvStatus{kv: kv}, nil
 	}
-	kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: StatusBucket, History: 1, Description: statusDescription})
+	kv, err = c.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: StatusBucket, History: 1, Description: statusDescription})
 	if err != nil {
 		return nil, fmt.Errorf("opening KV bucket %s: %w", StatusBucket, err)
 	}
-	return &StatusStore{kv: kv}, nil
+	return &kvStatus{kv: kv}, nil
 }
 
-// Get returns the state of a destination as its writer last stored it; the error wraps
-// ErrStatusNotFound when there is none.
-func (s *StatusStore) Get(ctx context.Context, ref change.DestinationRef) (change.RepoState, error) {
+func (s *kvStatus) Get(ctx context.Context, ref change.DestinationRef) (change.RepoState, error) {
 	var st change.RepoState
 	e, err := s.kv.Get(ctx, ref.RepoStateKey())
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -61,8 +78,7 @@ func (s *StatusStore) Get(ctx context.Context, ref change.DestinationRef) (chang
 	return st, nil
 }
 
-// Put stores the state of a destination.
-func (s *StatusStore) Put(ctx context.Context, ref change.DestinationRef, st *change.RepoState) error {
+func (s *kvStatus) Put(ctx context.Context, ref change.DestinationRef, st *change.RepoState) error {
 	b, err := json.Marshal(st)
 	if err != nil {
 		return err
@@ -73,17 +89,14 @@ func (s *StatusStore) Put(ctx context.Context, ref change.DestinationRef, st *ch
 	return nil
 }
 
-// Delete removes a destination's status (its GitDestination is gone): every replica's index drops the
-// RepoStatus. Deleting a missing key is no error.
-func (s *StatusStore) Delete(ctx context.Context, ref change.DestinationRef) error {
+func (s *kvStatus) Delete(ctx context.Context, ref change.DestinationRef) error {
 	if err := s.kv.Delete(ctx, ref.RepoStateKey()); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("deleting status of %s: %w", ref, err)
 	}
 	return nil
 }
 
-// List lists the destinations that have a status.
-func (s *StatusStore) List(ctx context.Context) ([]change.DestinationRef, error) {
+func (s *kvStatus) List(ctx context.Context) ([]change.DestinationRef, error) {
 	lister, err := s.kv.ListKeys(ctx)
 	if errors.Is(err, jetstream.ErrNoKeysFound) {
 		return nil, nil
@@ -121,7 +134,7 @@ const (
 	StatusSynced
 )
 
-// StatusEvent is one event of StatusStore.Watch.
+// StatusEvent is one event of StatusKV.Watch.
 type StatusEvent struct {
 	Type  StatusEventType
 	Ref   change.DestinationRef
@@ -129,11 +142,7 @@ type StatusEvent struct {
 	State change.RepoState
 }
 
-// Watch delivers the current status of every destination (a StatusDeleted for one deleted and not yet
-// compacted away), then one StatusSynced, then every change as it happens. The channel is closed when
-// ctx ends or the watch breaks (the caller watches again). A value that does not decode is logged and
-// skipped.
-func (s *StatusStore) Watch(ctx context.Context) (<-chan StatusEvent, error) {
+func (s *kvStatus) Watch(ctx context.Context) (<-chan StatusEvent, error) {
 	w, err := s.kv.WatchAll(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("watching %s: %w", StatusBucket, err)

@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -65,7 +66,7 @@ func HistoryStreamConfig(replicas int, duplicates time.Duration) jetstream.Strea
 
 // EnsureStreams creates KUBEHISTORY_CHANGES and KUBEHISTORY_HISTORY, or updates them to the current
 // configuration; it is safe to call from every replica at every start.
-func EnsureStreams(ctx context.Context, js jetstream.JetStream, replicas int, opts ...StreamOption) error {
+func EnsureStreams(ctx context.Context, c *Conn, replicas int, opts ...StreamOption) error {
 	o := streamOptions{duplicates: DefaultDuplicateWindow}
 	for _, opt := range opts {
 		opt(&o)
@@ -80,9 +81,20 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, replicas int, op
 		ChangesStreamConfig(replicas, o.duplicates),
 		HistoryStreamConfig(replicas, o.duplicates),
 	} {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+		if _, err := c.js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("ensuring stream %s: %w", cfg.Name, err)
 		}
 	}
 	return nil
+}
+
+// streamOf is the stream that stores a subject.
+func streamOf(subject string) (string, error) {
+	switch {
+	case strings.HasPrefix(subject, change.ChangesSubjectPrefix):
+		return change.ChangesStream, nil
+	case strings.HasPrefix(subject, change.HistorySubjectPrefix):
+		return change.HistoryStream, nil
+	}
+	return "", fmt.Errorf("subject %s belongs to no kubehistory stream", subject)
 }

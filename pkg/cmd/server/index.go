@@ -170,7 +170,7 @@ func (o *rebuildOptions) run(ctx context.Context) error {
 		if err := o.startQueue(ctx, p); err != nil {
 			return err
 		}
-		st, err := follow.Rebuild(ctx, p.publisher.JetStream(), idx)
+		st, err := follow.Rebuild(ctx, p.conn, idx)
 		if err != nil {
 			return err
 		}

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	logsapi "k8s.io/component-base/logs/api/v1"
 
@@ -51,16 +50,12 @@ func TestIndexRebuildFromEmbeddedStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := e.Connect("test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	js, err := jetstream.New(nc)
+	q, err := e.Connect("test")
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := queue.EnsureStreams(ctx, js, 1); err != nil {
+	if err := queue.EnsureStreams(ctx, q, 1); err != nil {
 		t.Fatal(err)
 	}
 	dest := change.DestinationRef{Namespace: "kh", Name: "main"}
@@ -72,11 +67,11 @@ func TestIndexRebuildFromEmbeddedStream(t *testing.T) {
 			ChangeID: fmt.Sprint("id-", i), ChangeTime: metav1.NewMicroTime(t0.Add(time.Duration(i) * time.Second)),
 		}}
 		data, _ := json.Marshal(rec)
-		if _, err := js.Publish(ctx, dest.HistorySubject(), data); err != nil {
+		if err := q.Publish(ctx, []queue.Message{{Subject: dest.HistorySubject(), ID: rec.ChangeID, Data: data}}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	nc.Close()
+	q.Close()
 	e.Shutdown()
 	// A stale index that the rebuild replaces.
 	old, err := index.Open(filepath.Join(dataDir, "index.db"))

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/spf13/pflag"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/apiserver/pkg/server/healthz"
@@ -83,7 +82,7 @@ func (o *QueueOptions) Validate() []error {
 // pipeline is every stage of the data path beside the API: queue, ingest, writers, index feed.
 type pipeline struct {
 	embedded  *queue.Embedded
-	nc        *nats.Conn
+	conn      *queue.Conn
 	publisher *queue.Publisher
 	follower  *follow.Follower
 	manager   *destinations.Manager
@@ -115,20 +114,20 @@ func (o *Options) startQueue(ctx context.Context, p *pipeline) error {
 		if err != nil {
 			return fmt.Errorf("starting embedded JetStream: %w", err)
 		}
-		p.nc, err = p.embedded.Connect("kubehistory-" + o.ReplicaID)
+		p.conn, err = p.embedded.Connect("kubehistory-" + o.ReplicaID)
 	} else {
 		c := o.Queue.Connect
 		c.Name = "kubehistory-" + o.ReplicaID
-		p.nc, err = queue.Connect(c)
+		p.conn, err = queue.Connect(c)
 	}
 	if err != nil {
 		return fmt.Errorf("connecting to NATS: %w", err)
 	}
-	p.publisher, err = queue.NewPublisher(p.nc, queue.PublisherOptions{})
+	p.publisher, err = queue.NewPublisher(p.conn, queue.PublisherOptions{})
 	if err != nil {
 		return err
 	}
-	return queue.EnsureStreams(ctx, p.publisher.JetStream(), o.Queue.Replicas, queue.WithDuplicateWindow(o.Queue.DuplicateWindow))
+	return queue.EnsureStreams(ctx, p.conn, o.Queue.Replicas, queue.WithDuplicateWindow(o.Queue.DuplicateWindow))
 }
 
 // buildPipeline wires the stages; they start in the server's post-start hook. On error, whatever was
@@ -171,7 +170,7 @@ func (o *Options) buildPipeline(ctx context.Context, idx *index.Index, clientCon
 		return rules.Selects(dest, ingest.ObjectInfo{Group: obj.Group, Resource: obj.Resource, Namespace: obj.Namespace, Name: obj.Name,
 			Labels: labels, LabelsKnown: true, Username: actor})
 	}
-	p.follower = follow.New(p.publisher.JetStream(), idx, o.ReplicaID)
+	p.follower = follow.New(p.conn, idx, o.ReplicaID)
 	p.manager = destinations.New(destinations.Options{
 		DataDir:            filepath.Join(o.DataDir, "git"),
 		Identity:           o.ReplicaID,
@@ -186,7 +185,7 @@ func (o *Options) buildPipeline(ctx context.Context, idx *index.Index, clientCon
 		StripAnnotations:   o.Security.StripAnnotations,
 		GapGrace:           o.Reconcile.GapGrace,
 		Scope:              scope,
-	}, p.cfgInf.Config().V1alpha1().GitDestinations().Lister(), kube, client, p.publisher.JetStream(), gitwriter.DynamicFetcher{Client: dyn})
+	}, p.cfgInf.Config().V1alpha1().GitDestinations().Lister(), kube, client, p.conn, gitwriter.DynamicFetcher{Client: dyn})
 	if _, err := p.cfgInf.Config().V1alpha1().GitDestinations().Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { p.manager.Trigger() },
 		UpdateFunc: func(any, any) { p.manager.Trigger() },
@@ -239,8 +238,8 @@ func (p *pipeline) start(ctx context.Context, g *errgroup.Group) {
 }
 
 func (p *pipeline) close() {
-	if p.nc != nil {
-		p.nc.Close()
+	if p.conn != nil {
+		p.conn.Close()
 	}
 	if p.embedded != nil {
 		p.embedded.Shutdown()
@@ -250,12 +249,7 @@ func (p *pipeline) close() {
 // readyzChecks tell the truth about the stages: NATS connected, the index caught up, rules synced.
 func (p *pipeline) readyzChecks() []healthz.HealthChecker {
 	checks := []healthz.HealthChecker{
-		healthz.NamedCheck("nats-connected", func(*http.Request) error {
-			if !p.nc.IsConnected() {
-				return fmt.Errorf("NATS connection is %s", p.nc.Status())
-			}
-			return nil
-		}),
+		healthz.NamedCheck("nats-connected", func(*http.Request) error { return p.conn.Connected() }),
 		healthz.NamedCheck("index-caught-up", func(*http.Request) error { return p.follower.CaughtUp() }),
 	}
 	if p.rules != nil {

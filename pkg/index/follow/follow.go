@@ -1,17 +1,16 @@
-// Package follow feeds a replica's index from JetStream: the committed records of KUBEHISTORY_HISTORY
-// (through a durable consumer of this replica, resuming after the index's last sequence) and the
-// writers' RepoStatus bucket. It is the only place where the index meets NATS.
+// Package follow feeds a replica's index from JetStream, through pkg/queue: the committed records of
+// KUBEHISTORY_HISTORY (through a durable consumer of this replica, recreated at every start right after
+// the index's last sequence) and the writers' RepoStatus bucket. It is the only place where the index
+// meets the queue.
 package follow
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"k8s.io/klog/v2"
 
 	"github.com/kubehistory/kubehistory/pkg/change"
@@ -19,9 +18,18 @@ import (
 	"github.com/kubehistory/kubehistory/pkg/queue"
 )
 
+// Source is what the follower needs of JetStream, in pkg/queue's terms (queue.Conn implements it).
+type Source interface {
+	Consumer(ctx context.Context, cfg queue.ConsumerConfig) (queue.Consumer, error)
+	StreamState(ctx context.Context, stream string) (queue.StreamState, error)
+	Status(ctx context.Context) (queue.StatusKV, error)
+}
+
+var _ Source = (*queue.Conn)(nil)
+
 // Follower keeps an index up to date.
 type Follower struct {
-	js      jetstream.JetStream
+	src     Source
 	idx     *index.Index
 	replica string
 	// caughtUp is set once the index reached the stream's last sequence as it was when the follower
@@ -32,13 +40,8 @@ type Follower struct {
 }
 
 // New returns a follower for replica (which names its durable consumer).
-func New(js jetstream.JetStream, idx *index.Index, replica string) *Follower {
-	return &Follower{js: js, idx: idx, replica: replica}
-}
-
-// ConsumerName is the replica's durable consumer on KUBEHISTORY_HISTORY.
-func ConsumerName(replica string) string {
-	return "index_" + change.SubjectToken(strings.ReplaceAll(replica, "/", "_"))
+func New(src Source, idx *index.Index, replica string) *Follower {
+	return &Follower{src: src, idx: idx, replica: replica}
 }
 
 // CaughtUp reports whether the index has read everything that was in the stream at start.
@@ -72,51 +75,39 @@ func (f *Follower) runRecords(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	cfg := jetstream.ConsumerConfig{
-		Durable:       ConsumerName(f.replica),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		MaxAckPending: 1000,
-		AckWait:       30 * time.Second,
-	}
-	if last > 0 {
-		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		cfg.OptStartSeq = last + 1
-	}
-	// The index, not the consumer, knows where this replica is: start a fresh consumer right after the
+	// The index, not the consumer, knows where this replica is: a fresh consumer starts right after the
 	// index's last sequence. Reusing the old one would deliver new records at once and the unacked ones
 	// of a crashed run only after AckWait, and the index skips sequences below its last one.
-	if err := f.js.DeleteConsumer(ctx, change.HistoryStream, cfg.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return fmt.Errorf("resetting consumer %s: %w", cfg.Durable, err)
+	cfg := queue.ConsumerConfig{
+		Stream:        change.HistoryStream,
+		Durable:       queue.HistoryConsumerName(f.replica),
+		MaxAckPending: 1000,
+		Recreate:      true,
 	}
-	cons, err := f.js.CreateConsumer(ctx, change.HistoryStream, cfg)
+	if last > 0 {
+		cfg.StartSeq = last + 1
+	}
+	cons, err := f.src.Consumer(ctx, cfg)
 	if err != nil {
-		return fmt.Errorf("consumer %s: %w", cfg.Durable, err)
+		return err
 	}
 	var target uint64
 	if !f.caughtUp.Load() {
-		stream, err := f.js.Stream(ctx, change.HistoryStream)
+		st, err := f.src.StreamState(ctx, change.HistoryStream)
 		if err != nil {
-			return fmt.Errorf("reading stream %s: %w", change.HistoryStream, err)
+			return err
 		}
-		info, err := stream.Info(ctx)
-		if err != nil {
-			return fmt.Errorf("reading stream %s: %w", change.HistoryStream, err)
-		}
-		target = info.State.LastSeq
+		target = st.LastSeq
 	}
 	f.checkCaughtUp(target)
 	for ctx.Err() == nil {
-		batch, err := cons.Fetch(100, jetstream.FetchMaxWait(time.Second))
-		if err != nil {
-			return fmt.Errorf("fetching records: %w", err)
-		}
-		for msg := range batch.Messages() {
+		msgs, err := cons.Fetch(ctx, 100, time.Second)
+		for _, msg := range msgs {
 			if err := f.add(msg); err != nil {
 				return err
 			}
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
+		if err != nil {
 			return fmt.Errorf("fetching records: %w", err)
 		}
 		f.checkCaughtUp(target)
@@ -135,25 +126,21 @@ func (f *Follower) checkCaughtUp(target uint64) {
 	}
 }
 
-func (f *Follower) add(msg jetstream.Msg) error {
-	meta, err := msg.Metadata()
-	if err != nil {
-		return fmt.Errorf("record metadata: %w", err)
-	}
+func (f *Follower) add(msg *queue.Msg) error {
 	var rec change.Record
-	err = change.DecodeRecord(msg.Data(), &rec)
+	err := change.DecodeRecord(msg.Data, &rec)
 	if errors.Is(err, change.ErrUnknownVersion) {
 		// Written by a newer build: skipping it would leave a hole in this index, so it waits, with the
 		// records after it, until this replica runs that build.
-		return fmt.Errorf("record %d: %w", meta.Sequence.Stream, err)
+		return fmt.Errorf("record %d: %w", msg.Seq, err)
 	}
 	if err != nil {
 		// A record that does not decode is skipped, not retried forever: it would block the index.
-		klog.ErrorS(err, "Skipping undecodable record", "seq", meta.Sequence.Stream)
+		klog.ErrorS(err, "Skipping undecodable record", "seq", msg.Seq)
 		return msg.Term()
 	}
-	if _, err := f.idx.Add(meta.Sequence.Stream, rec); err != nil {
-		return fmt.Errorf("indexing record %d: %w", meta.Sequence.Stream, err)
+	if _, err := f.idx.Add(msg.Seq, rec); err != nil {
+		return fmt.Errorf("indexing record %d: %w", msg.Seq, err)
 	}
 	return msg.Ack()
 }
@@ -172,7 +159,7 @@ func (f *Follower) runStatus(ctx context.Context) {
 }
 
 func (f *Follower) watchStatus(ctx context.Context) error {
-	store, err := queue.OpenStatusStore(ctx, f.js)
+	store, err := f.src.Status(ctx)
 	if err != nil {
 		return err
 	}

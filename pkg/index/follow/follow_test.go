@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubehistory/kubehistory/pkg/change"
@@ -26,16 +25,12 @@ func TestCaughtUpWhileRecordsKeepFlowing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Shutdown()
-	nc, err := e.Connect("test")
+	q, err := e.Connect("test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := queue.EnsureStreams(ctx, js, 1); err != nil {
+	defer q.Close()
+	if err := queue.EnsureStreams(ctx, q, 1); err != nil {
 		t.Fatal(err)
 	}
 	dest := change.DestinationRef{Namespace: "a", Name: "main"}
@@ -46,7 +41,7 @@ func TestCaughtUpWhileRecordsKeepFlowing(t *testing.T) {
 			ChangeID: fmt.Sprintf("id-%d", i), ChangeTime: metav1.NowMicro(),
 		}}
 		data, _ := json.Marshal(&rec)
-		if _, err := js.Publish(ctx, dest.HistorySubject(), data, jetstream.WithMsgID(rec.ChangeID)); err != nil {
+		if err := q.Publish(ctx, []queue.Message{{Subject: dest.HistorySubject(), ID: rec.ChangeID, Data: data}}); err != nil {
 			t.Error(err)
 		}
 	}
@@ -58,7 +53,7 @@ func TestCaughtUpWhileRecordsKeepFlowing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer idx.Close()
-	f := New(js, idx, "replica-test")
+	f := New(q, idx, "replica-test")
 	if f.CaughtUp() == nil {
 		t.Fatal("caught up before reading anything")
 	}

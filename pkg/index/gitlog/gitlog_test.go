@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/kubehistory/kubehistory/pkg/change"
@@ -27,7 +26,7 @@ import (
 var dest = change.DestinationRef{Namespace: "kubehistory", Name: "audit.repo"}
 
 type testEnv struct {
-	js   jetstream.JetStream
+	q    *queue.Conn
 	n    int
 	t0   time.Time
 	bare string
@@ -39,23 +38,19 @@ func newEnv(t *testing.T) *testEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(e.Shutdown)
-	nc, err := e.Connect("test")
+	q, err := e.Connect("test")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := queue.EnsureStreams(context.Background(), js, 1); err != nil {
+	t.Cleanup(q.Close)
+	if err := queue.EnsureStreams(context.Background(), q, 1); err != nil {
 		t.Fatal(err)
 	}
 	bare := filepath.Join(t.TempDir(), "remote.git")
 	if out, err := exec.Command("git", "init", "-q", "--bare", "--initial-branch=main", bare).CombinedOutput(); err != nil {
 		t.Fatalf("git init: %v\n%s", err, out)
 	}
-	return &testEnv{js: js, t0: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC), bare: bare}
+	return &testEnv{q: q, t0: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC), bare: bare}
 }
 
 // publish sends changes the way ingest (audit) and the reconciler (seed) do.
@@ -91,7 +86,7 @@ func (e *testEnv) publish(t *testing.T, user, verb, resource, ns, name, rv strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.js.Publish(context.Background(), dest.ChangesSubject(), body, jetstream.WithMsgID(ch.ChangeID)); err != nil {
+	if err := e.q.Publish(context.Background(), []queue.Message{{Subject: dest.ChangesSubject(), ID: ch.ChangeID, Data: body}}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -100,19 +95,15 @@ func (e *testEnv) waitRecords(t *testing.T, want uint64) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		s, err := e.js.Stream(context.Background(), change.HistoryStream)
+		st, err := e.q.StreamState(context.Background(), change.HistoryStream)
 		if err != nil {
 			t.Fatal(err)
 		}
-		info, err := s.Info(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info.State.Msgs >= want {
+		if st.Msgs >= want {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d records on the stream, want %d", info.State.Msgs, want)
+			t.Fatalf("%d records on the stream, want %d", st.Msgs, want)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -128,7 +119,7 @@ func TestRebuildFromGitMatchesTheStream(t *testing.T) {
 		Destination: dest, URL: e.bare, Branch: "main", PathPrefix: "clusters/dev",
 		CommitWindow: 200 * time.Millisecond, DataDir: t.TempDir(), Identity: "test",
 		RetryInitial: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond, Key: testKey, KeyID: testKey.ID(),
-	}, e.js, nil)
+	}, e.q, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +155,7 @@ func TestRebuildFromGitMatchesTheStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fromStream.Close()
-	if st, err := follow.Rebuild(context.Background(), e.js, fromStream); err != nil || st.Added != 12 {
+	if st, err := follow.Rebuild(context.Background(), e.q, fromStream); err != nil || st.Added != 12 {
 		t.Fatalf("stream rebuild: %+v, %v", st, err)
 	}
 	fromGit, err := index.Open(filepath.Join(t.TempDir(), "git.db"))
