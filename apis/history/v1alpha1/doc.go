@@ -3,6 +3,7 @@
 //
 // +k8s:openapi-gen=true
 // +k8s:deepcopy-gen=package
+// +k8s:protobuf-gen=package
 // +k8s:conversion-gen=github.com/kubehistory/kubehistory/apis/history
 // +k8s:defaulter-gen=TypeMeta
 // +groupName=history.kubehistory.io
