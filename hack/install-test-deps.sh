@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# Installs, from Debian packages, what the tests need beyond Go, git and gcc: the OpenSSH server (the
-# Git writer's SSH test runs its own sshd, see pkg/gitwriter/ssh_test.go) and client (ssh-keygen).
-# Idempotent: it does nothing when /usr/sbin/sshd and ssh-keygen are already there. Needs root (or
-# sudo) and a Debian mirror; .ci/run calls it.
+# Installs, from Debian packages, what the tests and `make verify` need beyond Go, git and gcc: the
+# OpenSSH server (the Git writer's SSH test runs its own sshd, see pkg/gitwriter/ssh_test.go) and client
+# (ssh-keygen), and protoc (protobuf-compiler), which hack/update-codegen.sh runs to generate the history
+# API's protobuf code (the .proto files it imports come from the Go module cache). Idempotent: it does
+# nothing when /usr/sbin/sshd, ssh-keygen and protoc are already there. Needs root (or sudo) and a Debian
+# mirror; .ci/run calls it.
 set -euo pipefail
 
 packages=()
 [[ -x /usr/sbin/sshd ]] || packages+=(openssh-server)
 command -v ssh-keygen >/dev/null 2>&1 || packages+=(openssh-client)
+command -v protoc >/dev/null 2>&1 || packages+=(protobuf-compiler)
 if ((${#packages[@]} == 0)); then
 	exit 0
 fi
@@ -31,3 +34,4 @@ export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update
 "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${packages[@]}"
 test -x /usr/sbin/sshd
+command -v protoc >/dev/null
