@@ -2,6 +2,7 @@ package gitwriter
 
 import (
 	"fmt"
+	"math"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
@@ -237,6 +239,12 @@ func (c *Config) validate() error {
 		}
 	}
 	return nil
+}
+
+// retryBackoff is the backoff between failed attempts: RetryInitial, doubling up to RetryMax, then
+// RetryMax for as long as it takes.
+func (c *Config) retryBackoff() wait.Backoff {
+	return wait.Backoff{Duration: c.RetryInitial, Factor: 2, Cap: c.RetryMax, Steps: math.MaxInt32}
 }
 
 // dir is this writer's directory under DataDir.

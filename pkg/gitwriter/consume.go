@@ -116,7 +116,8 @@ func (w *Writer) processWithRetry(ctx context.Context, batch []*pending) error {
 		msgs[i] = p.msg
 	}
 	defer queue.KeepInProgress(msgs, w.cfg.AckWait)()
-	delay := w.cfg.RetryInitial
+	backoff := w.cfg.retryBackoff()
+	delay := backoff.Step()
 	for {
 		err := w.process(ctx, batch)
 		if err == nil {
@@ -138,8 +139,6 @@ func (w *Writer) processWithRetry(ctx context.Context, batch []*pending) error {
 			return nil
 		case <-time.After(delay):
 		}
-		if delay *= 2; delay > w.cfg.RetryMax {
-			delay = w.cfg.RetryMax
-		}
+		delay = backoff.Step()
 	}
 }

@@ -26,6 +26,9 @@ import (
 	gitssh "github.com/go-git/go-git/v5/plumbing/transport/ssh"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+	"k8s.io/apimachinery/pkg/api/meta"
+
+	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
 )
 
 // sshdPath is where Debian's openssh-server puts the daemon; sshd must be started by absolute path
@@ -333,6 +336,10 @@ func TestSSHRemoteHostKeyChecked(t *testing.T) {
 			t.Logf("RepoStatus lastError: %s", st.LastError)
 			if !strings.Contains(st.LastError, "host key") || !strings.Contains(st.LastError, tc.want) {
 				t.Fatalf("last error %q: want a host key error (%s)", st.LastError, tc.want)
+			}
+			// The refusal is told by its type, through x/crypto/ssh's and go-git's wrapping.
+			if c := meta.FindStatusCondition(st.Conditions, ConditionReady); c == nil || c.Reason != configv1alpha1.ReasonAuthenticationFailed {
+				t.Fatalf("Ready %+v, want reason %s", c, configv1alpha1.ReasonAuthenticationFailed)
 			}
 			info, err := writerBacklog(q)
 			if err != nil {

@@ -62,12 +62,25 @@ func (c *Config) sshAuth(ep *transport.Endpoint) (transport.AuthMethod, error) {
 func checkHostKey(cb ssh.HostKeyCallback) ssh.HostKeyCallback {
 	return func(host string, remote net.Addr, key ssh.PublicKey) error {
 		if err := cb(host, remote, key); err != nil {
-			return fmt.Errorf("host key of %s (%s %s) refused by known_hosts: %w",
-				knownhosts.Normalize(host), key.Type(), ssh.FingerprintSHA256(key), err)
+			return &hostKeyError{host: knownhosts.Normalize(host), keyType: key.Type(), fingerprint: ssh.FingerprintSHA256(key), err: err}
 		}
 		return nil
 	}
 }
+
+// hostKeyError is a server host key that the destination's known_hosts refused (unknown, or another
+// key than listed). It survives the wrapping by x/crypto/ssh and go-git, so that the writer tells it
+// from other failures by type.
+type hostKeyError struct {
+	host, keyType, fingerprint string
+	err                        error
+}
+
+func (e *hostKeyError) Error() string {
+	return fmt.Sprintf("host key of %s (%s %s) refused by known_hosts: %v", e.host, e.keyType, e.fingerprint, e.err)
+}
+
+func (e *hostKeyError) Unwrap() error { return e.err }
 
 func init() {
 	// go-git reads the process user's ~/.ssh/config (Hostname, Port) by default, which could send a

@@ -98,16 +98,16 @@ func (w *Writer) readError(err error) error {
 
 // transportReason tells authentication failures from the rest, which get fallback.
 func (w *Writer) transportReason(err error, fallback string) string {
-	msg := err.Error()
+	var hostKey *hostKeyError
 	switch {
 	case errors.Is(err, transport.ErrAuthenticationRequired):
 		if c := w.cfg.Credentials; c.Username == "" && c.Password == "" && c.Token == "" && len(c.SSHPrivateKey) == 0 {
 			return configv1alpha1.ReasonCredentialsMissing
 		}
 		return configv1alpha1.ReasonAuthenticationFailed
-	case errors.Is(err, transport.ErrAuthorizationFailed),
-		strings.Contains(msg, "unable to authenticate"),
-		strings.Contains(msg, "refused by known_hosts"):
+	case errors.Is(err, transport.ErrAuthorizationFailed), errors.As(err, &hostKey),
+		// x/crypto/ssh reports a refused client key only as text: it has no error type for it.
+		strings.Contains(err.Error(), "ssh: unable to authenticate"):
 		return configv1alpha1.ReasonAuthenticationFailed
 	case errors.Is(err, transport.ErrRepositoryNotFound):
 		return configv1alpha1.ReasonRepositoryUnreachable
@@ -169,11 +169,14 @@ func (w *Writer) pending(ctx context.Context, inFlight int) (int64, *metav1.Time
 func (w *Writer) check(ctx context.Context) {
 	if err := w.sync(ctx); err != nil {
 		w.failed(ctx, err, 0)
-		w.checkDelay = min(max(2*w.checkDelay, w.cfg.RetryInitial), w.cfg.RetryMax)
-		w.nextCheck = time.Now().Add(w.checkDelay)
+		if w.checkBackoff == nil {
+			b := w.cfg.retryBackoff()
+			w.checkBackoff = &b
+		}
+		w.nextCheck = time.Now().Add(w.checkBackoff.Step())
 		return
 	}
-	w.checkDelay = 0
+	w.checkBackoff = nil
 	w.succeeded(ctx, nil, 0, false)
 }
 

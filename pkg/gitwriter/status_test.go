@@ -150,7 +150,7 @@ func TestFailureReason(t *testing.T) {
 		{"auth required with credentials", withPassword, withPassword.readError(fmt.Errorf("listing: %w", transport.ErrAuthenticationRequired)), configv1alpha1.ReasonAuthenticationFailed},
 		{"authorization failed on push", withPassword, withPassword.pushError(transport.ErrAuthorizationFailed), configv1alpha1.ReasonAuthenticationFailed},
 		{"ssh key refused", none, none.readError(errors.New("ssh: handshake failed: ssh: unable to authenticate, attempted methods [none publickey]")), configv1alpha1.ReasonAuthenticationFailed},
-		{"host key refused", none, none.readError(errors.New("host key of h (ssh-ed25519 SHA256:x) refused by known_hosts: key mismatch")), configv1alpha1.ReasonAuthenticationFailed},
+		{"host key refused", none, none.readError(fmt.Errorf("ssh: handshake failed: %w", &hostKeyError{host: "h", keyType: "ssh-ed25519", fingerprint: "SHA256:x", err: errors.New("key mismatch")})), configv1alpha1.ReasonAuthenticationFailed},
 		{"not found", none, none.readError(transport.ErrRepositoryNotFound), configv1alpha1.ReasonRepositoryUnreachable},
 		{"connection refused", none, none.readError(errors.New("dial tcp 127.0.0.1:1: connect: connection refused")), configv1alpha1.ReasonRepositoryUnreachable},
 		{"hook refused", none, none.pushError(errors.New("the remote refused the push to main: pre-receive hook declined")), configv1alpha1.ReasonPushFailed},

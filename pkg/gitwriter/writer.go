@@ -27,6 +27,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	"github.com/go-git/go-git/v5/storage"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2"
 
 	"github.com/kubehistory/kubehistory/pkg/change"
@@ -56,9 +57,9 @@ type Writer struct {
 	mu       sync.Mutex // guards status
 	status   change.RepoState
 	onStatus func(change.RepoState)
-	// nextCheck and checkDelay pace the idle writer's retries of a remote it could not read.
-	nextCheck  time.Time
-	checkDelay time.Duration
+	// nextCheck and checkBackoff pace the idle writer's retries of a remote it could not read.
+	nextCheck    time.Time
+	checkBackoff *wait.Backoff
 }
 
 // crashError is a failure the writer must not handle as a retryable error (the test hook).
