@@ -37,14 +37,25 @@ var (
 		Buckets:        metrics.ExponentialBuckets(0.001, 2, 14),
 		StabilityLevel: metrics.ALPHA,
 	})
+	// ruleGeneration is the rule cache's observable state: a rule's series appears (or takes the new
+	// generation) once the informer store that Match reads holds it, and goes when the rule is deleted.
+	// Tests and operators wait on it instead of guessing how long the informers take: every replica
+	// matches against its own cache.
+	ruleGeneration = metrics.NewGaugeVec(&metrics.GaugeOpts{
+		Namespace:      "kubehistory",
+		Subsystem:      "rule_cache",
+		Name:           "rule_generation",
+		Help:           "metadata.generation of each WatchRule and ClusterWatchRule the rule cache matches audit events against, by kind, namespace (empty for a ClusterWatchRule) and name; absent for a rule the cache does not hold.",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"kind", "namespace", "name"})
 
 	registerOnce sync.Once
 )
 
 // RegisterMetrics registers the ingest metrics with the legacy registry served on /metrics. NewServer
-// calls it; it is idempotent.
+// and NewRuleCache call it; it is idempotent.
 func RegisterMetrics() {
 	registerOnce.Do(func() {
-		legacyregistry.MustRegister(eventsTotal, changesTotal, requestsTotal, publishDuration)
+		legacyregistry.MustRegister(eventsTotal, changesTotal, requestsTotal, publishDuration, ruleGeneration)
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"sort"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	kubeinformers "k8s.io/client-go/informers"
@@ -57,16 +58,43 @@ type RuleCache struct {
 
 var _ RuleMatcher = &RuleCache{}
 
-// NewRuleCache registers its informers with the factories; start them afterwards.
+// NewRuleCache registers its informers with the factories; start them afterwards. The generation of
+// every rule it holds is published as kubehistory_rule_cache_rule_generation.
 func NewRuleCache(configInformers externalversions.SharedInformerFactory, kubeInformers kubeinformers.SharedInformerFactory) *RuleCache {
+	RegisterMetrics()
 	wr := configInformers.Config().V1alpha1().WatchRules()
 	cwr := configInformers.Config().V1alpha1().ClusterWatchRules()
 	ns := kubeInformers.Core().V1().Namespaces()
+	// Handlers run after the informer's store took the object in, so a published generation is one
+	// Match already sees.
+	_, _ = wr.Informer().AddEventHandler(generationHandler("WatchRule"))
+	_, _ = cwr.Informer().AddEventHandler(generationHandler("ClusterWatchRule"))
 	return &RuleCache{
 		watchRules:        wr.Lister(),
 		clusterWatchRules: cwr.Lister(),
 		namespaces:        ns.Lister(),
 		synced:            []cache.InformerSynced{wr.Informer().HasSynced, cwr.Informer().HasSynced, ns.Informer().HasSynced},
+	}
+}
+
+// generationHandler keeps ruleGeneration equal to the rules of one kind in the informer's store.
+func generationHandler(kind string) cache.ResourceEventHandler {
+	set := func(obj any) {
+		if m, err := meta.Accessor(obj); err == nil {
+			ruleGeneration.WithLabelValues(kind, m.GetNamespace(), m.GetName()).Set(float64(m.GetGeneration()))
+		}
+	}
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    set,
+		UpdateFunc: func(_, obj any) { set(obj) },
+		DeleteFunc: func(obj any) {
+			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = d.Obj
+			}
+			if m, err := meta.Accessor(obj); err == nil {
+				ruleGeneration.DeleteLabelValues(kind, m.GetNamespace(), m.GetName())
+			}
+		},
 	}
 }
 

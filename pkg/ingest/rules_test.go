@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kubeinformers "k8s.io/client-go/informers"
 	kubefake "k8s.io/client-go/kubernetes/fake"
+	"k8s.io/component-base/metrics/legacyregistry"
 
 	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
@@ -199,4 +200,77 @@ func TestStaticMatcher(t *testing.T) {
 	if got := m.Match(ObjectInfo{Resource: "secrets", Namespace: "x", Name: "y"}); got != nil {
 		t.Errorf("secret matched")
 	}
+}
+
+// TestRuleCacheGeneration checks the signal tests and operators wait on: a rule's generation is
+// published once Match sees the rule's spec, follows updates, and goes with the rule.
+func TestRuleCacheGeneration(t *testing.T) {
+	wr := &configv1alpha1.WatchRule{
+		ObjectMeta: metav1.ObjectMeta{Name: "gen", Namespace: "team-gen", Generation: 1},
+		Spec: configv1alpha1.WatchRuleSpec{
+			DestinationRef: configv1alpha1.LocalDestinationReference{Name: "repo"},
+			Rules:          []configv1alpha1.ResourceRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}}},
+		},
+	}
+	cwr := &configv1alpha1.ClusterWatchRule{
+		ObjectMeta: metav1.ObjectMeta{Name: "gen", Generation: 3},
+		Spec: configv1alpha1.ClusterWatchRuleSpec{
+			DestinationRef: configv1alpha1.DestinationReference{Namespace: "platform", Name: "cluster"},
+			Rules:          []configv1alpha1.ClusterResourceRule{{ResourceRule: configv1alpha1.ResourceRule{APIGroups: []string{""}, Resources: []string{"namespaces"}}, Scope: configv1alpha1.ScopeCluster}},
+		},
+	}
+	cfg := fake.NewSimpleClientset(wr, cwr)
+	cfgFactory := externalversions.NewSharedInformerFactory(cfg, 0)
+	kubeFactory := kubeinformers.NewSharedInformerFactory(kubefake.NewSimpleClientset(), 0)
+	rc := NewRuleCache(cfgFactory, kubeFactory)
+	ctx, cancel := context.WithCancel(context.Background())
+	cfgFactory.Start(ctx.Done())
+	kubeFactory.Start(ctx.Done())
+	defer func() {
+		cancel()
+		cfgFactory.Shutdown()
+		kubeFactory.Shutdown()
+	}()
+	waitFor(t, "cache sync", rc.HasSynced)
+	generation := func(kind, ns, name string) (float64, bool) {
+		// Gather, not WithLabelValues: asking for a series would create it.
+		mfs, err := legacyregistry.DefaultGatherer.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != "kubehistory_rule_cache_rule_generation" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				l := map[string]string{}
+				for _, lp := range m.GetLabel() {
+					l[lp.GetName()] = lp.GetValue()
+				}
+				if l["kind"] == kind && l["namespace"] == ns && l["name"] == name {
+					return m.GetGauge().GetValue(), true
+				}
+			}
+		}
+		return 0, false
+	}
+	// Handlers are notified after the store took the object in, so the series may trail HasSynced.
+	waitFor(t, "WatchRule generation 1 published", func() bool { g, _ := generation("WatchRule", "team-gen", "gen"); return g == 1 })
+	waitFor(t, "ClusterWatchRule generation 3 published", func() bool { g, _ := generation("ClusterWatchRule", "", "gen"); return g == 3 })
+
+	// The fake clientset does not bump generations: the test plays the API server.
+	upd := wr.DeepCopy()
+	upd.Generation = 2
+	upd.Spec.Rules[0].Resources = []string{"secrets"}
+	if _, err := cfg.ConfigV1alpha1().WatchRules("team-gen").Update(ctx, upd, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "generation 2 published", func() bool { g, _ := generation("WatchRule", "team-gen", "gen"); return g == 2 })
+	if got := rc.Match(ObjectInfo{Resource: "secrets", Namespace: "team-gen", Name: "s"}); len(got) != 1 {
+		t.Errorf("generation 2 is published but Match does not follow it: %v", got)
+	}
+	if err := cfg.ConfigV1alpha1().ClusterWatchRules().Delete(ctx, "gen", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "deleted rule's series gone", func() bool { _, ok := generation("ClusterWatchRule", "", "gen"); return !ok })
 }
