@@ -20,6 +20,8 @@ import (
 	kubeinformers "k8s.io/client-go/informers"
 	kubefake "k8s.io/client-go/kubernetes/fake"
 	clienttesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/util/workqueue"
+	"k8s.io/component-base/metrics/testutil"
 
 	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
 	"github.com/kubehistory/kubehistory/pkg/change"
@@ -385,5 +387,27 @@ func TestSyncUntrustedDestination(t *testing.T) {
 	if c.Status != metav1.ConditionFalse || c.Reason != configv1alpha1.ReasonDestinationNotTrusted || c.ObservedGeneration != 2 ||
 		!strings.Contains(c.Message, `"team-a"`) {
 		t.Errorf("Ready=%s %s %q (generation %d)", c.Status, c.Reason, c.Message, c.ObservedGeneration)
+	}
+}
+
+// processNext counts each destination's passes by result: the signal that the reconciler looked at a
+// destination again.
+func TestProcessNextCountsSyncs(t *testing.T) {
+	f := newFixture(t, []runtime.Object{
+		&configv1alpha1.GitDestination{ObjectMeta: metav1.ObjectMeta{Namespace: "team-c", Name: "history"}},
+		watchRule("team-c", "cms", "history", nil, configv1alpha1.ResourceRule{APIGroups: []string{""}, Resources: []string{"configmaps"}}),
+	}, nil, 0)
+	q := workqueue.NewTypedRateLimitingQueue(workqueue.DefaultTypedControllerRateLimiter[string]())
+	defer q.ShutDown()
+	before, _ := testutil.GetCounterMetricValue(syncsTotal.WithLabelValues("team-c/history", syncSuccess))
+	for i := 0; i < 2; i++ {
+		q.Add("team-c/history")
+		if !f.r.processNext(context.Background(), q) {
+			t.Fatal("processNext stopped")
+		}
+	}
+	after, _ := testutil.GetCounterMetricValue(syncsTotal.WithLabelValues("team-c/history", syncSuccess))
+	if after-before != 2 {
+		t.Errorf("syncs_total{destination=team-c/history,result=success} grew by %v, want 2", after-before)
 	}
 }

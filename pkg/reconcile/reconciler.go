@@ -130,6 +130,7 @@ func New(opts Options, kube kubernetes.Interface, client versioned.Interface, dy
 	if opts.LeaseName == "" {
 		opts.LeaseName = DefaultLeaseName
 	}
+	registerReconcileMetrics()
 	wr := configInformers.Config().V1alpha1().WatchRules()
 	cwr := configInformers.Config().V1alpha1().ClusterWatchRules()
 	gd := configInformers.Config().V1alpha1().GitDestinations()
@@ -332,11 +333,13 @@ func (r *Reconciler) processNext(ctx context.Context, q workqueue.TypedRateLimit
 		if ctx.Err() != nil {
 			return false
 		}
+		syncsTotal.WithLabelValues(key, syncError).Inc()
 		utilruntime.HandleErrorWithContext(ctx, err, "Reconciling destination failed; will retry", "destination", key)
 		q.AddRateLimited(key)
 		return true
 	}
 	q.Forget(key)
+	syncsTotal.WithLabelValues(key, syncSuccess).Inc()
 	return true
 }
 
