@@ -76,7 +76,9 @@ spec:
 		}); benchSetup.err != nil {
 			return
 		}
-		time.Sleep(2 * time.Second) // the rule cache follows the new rule through its informers
+		if benchSetup.err = env.kh.WaitForRules(ctx, framework.Rule{Namespace: benchNS, Name: "configmaps"}); benchSetup.err != nil {
+			return
+		}
 		var objs bytes.Buffer
 		for i := 0; i < benchObjects; i++ {
 			// ~1 KiB of data each, so that both lists carry realistic objects.

@@ -76,7 +76,9 @@ subjects: [{kind: User, name: alice, apiGroup: rbac.authorization.k8s.io}]
 	}); err != nil {
 		return seededEntries{}, err
 	}
-	time.Sleep(2 * time.Second) // the rule cache follows the new rules through its informers
+	if err := env.kh.WaitForRules(ctx, framework.Rule{Namespace: "team-a", Name: "configmaps"}, framework.Rule{Name: "namespaces"}); err != nil {
+		return seededEntries{}, err
+	}
 	for _, args := range [][]string{
 		{"--kubeconfig", alice, "-n", "team-a", "create", "configmap", "web", "--from-literal=color=blue"},
 		{"--kubeconfig", alice, "-n", "team-a", "patch", "configmap", "web", "-p", `{"data":{"color":"green"}}`},

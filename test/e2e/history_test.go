@@ -85,7 +85,9 @@ spec:
 	}); err != nil {
 		return err
 	}
-	time.Sleep(2 * time.Second) // the rule cache follows the new rule through its informers
+	if err := env.kh.WaitForRules(ctx, framework.Rule{Namespace: historyNS, Name: "configmaps-and-secrets"}); err != nil {
+		return err
+	}
 	var objs bytes.Buffer
 	for i := 0; i < minHistory; i++ {
 		fmt.Fprintf(&objs, "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm-%03d, namespace: %s}\ndata: {i: \"%d\"}\n", i, historyNS, i)

@@ -14,6 +14,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	auditv1 "k8s.io/apiserver/pkg/apis/audit/v1"
 
 	configv1alpha1 "github.com/kubehistory/kubehistory/apis/config/v1alpha1"
 	historyv1alpha1 "github.com/kubehistory/kubehistory/apis/history/v1alpha1"
@@ -229,10 +230,26 @@ spec:
   destinationRef: {name: history}
   rules: [{apiGroups: [""], resources: ["configmaps"]}]
 `, repoB), "apply", "-f", "-")
-		// The new namespace seeded proves the restarted reconciler runs; its first pass covered recon-a
-		// too, and a few more passes follow while we wait.
 		wait(t, "recon-b seeded", 90*time.Second, hasFiles(repoB, "recon-b/core/configmaps/keep.yaml", "recon-b/core/configmaps/drop.yaml"))
-		time.Sleep(10 * time.Second)
+		// Two passes of the restarted reconciler over recon-a (the first of a leadership term republishes
+		// every seed), then its writer has taken in all they published: Git must not have moved.
+		wait(t, "two passes over recon-a since the restart", 60*time.Second, func() error {
+			text, err := kh.Metrics(ctx, kh.Replicas[0])
+			if err != nil {
+				return err
+			}
+			if n, _ := framework.MetricValue(text, "kubehistory_reconcile_syncs_total", map[string]string{"destination": "recon-a/history", "result": "success"}); n < 2 {
+				return fmt.Errorf("%v passes over recon-a/history since the restart", n)
+			}
+			return nil
+		})
+		wait(t, "recon-a's writer caught up", 60*time.Second, func() error {
+			out, err := framework.KubectlRun(ctx, admin, "", "get", "repostatus", "history", "-n", "recon-a", "-o", "jsonpath={.status.pendingChanges}")
+			if err == nil && strings.TrimSpace(out) != "0" {
+				err = fmt.Errorf("%s changes pending", out)
+			}
+			return err
+		})
 		if after := head(t, repoA); after != before {
 			t.Errorf("the restart moved recon-a's Git head:\n%s", git(t, repoA, "log", "--format=%an %s", before+"..main"))
 		}
@@ -350,8 +367,19 @@ spec:
 	t.Run("changes the audit webhook never delivered are recorded as a gap", func(t *testing.T) {
 		kh.Kill(kh.Replicas[0])
 		run(t, "", "-n", "recon-b", "patch", "configmap", "keep", "-p", `{"data":{"k":"changed-while-down"}}`)
-		// kube-apiserver retries a batch for about 30 s (2 s initial backoff here), then drops it.
-		time.Sleep(45 * time.Second)
+		// kube-apiserver retries a batch for about 30 s (2 s initial backoff here), then drops it and
+		// logs the events it dropped: kubehistory must not come back before, or the change arrives.
+		id, err := plane.LastAuditID(ctx, func(ev *auditv1.Event) bool {
+			return ev.Verb == "patch" && ev.ObjectRef != nil && ev.ObjectRef.Resource == "configmaps" &&
+				ev.ObjectRef.Namespace == "recon-b" && ev.ObjectRef.Name == "keep" &&
+				ev.RequestObject != nil && strings.Contains(string(ev.RequestObject.Raw), "changed-while-down")
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := plane.WaitAuditDropped(ctx, 2*time.Minute, id); err != nil {
+			t.Fatal(err)
+		}
 		if err := kh.Restart(ctx, kh.Replicas[0]); err != nil {
 			t.Fatal(err)
 		}

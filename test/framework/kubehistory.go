@@ -18,6 +18,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // Kubectl is the real kubectl the tests drive.
@@ -250,33 +252,46 @@ func (k *Kubehistory) Restart(ctx context.Context, r *Replica) error {
 }
 
 func (k *Kubehistory) frontProxyProbe(r *Replica) error {
+	_, err := k.aggregatorGet(context.Background(), r, "/apis/history.kubehistory.io/v1alpha1/resourcechanges?limit=1")
+	return err
+}
+
+// aggregatorGet sends a GET to replica r as the aggregator would for an admin (front-proxy client
+// certificate, X-Remote-User admin in system:masters) and returns the body of a 200 answer.
+func (k *Kubehistory) aggregatorGet(ctx context.Context, r *Replica, path string) ([]byte, error) {
 	pki := k.Plane.pki()
 	cert, err := tls.LoadX509KeyPair(filepath.Join(pki, "front-proxy-client.crt"), filepath.Join(pki, "front-proxy-client.key"))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	caPEM, err := os.ReadFile(k.CA.CertFile)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(caPEM)
-	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}}}}
-	req, err := http.NewRequest(http.MethodGet, fmt.Sprintf("https://127.0.0.1:%d/apis/history.kubehistory.io/v1alpha1/resourcechanges?limit=1", r.Port), nil)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}}}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Timeout: 5 * time.Second, Transport: tr}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("https://127.0.0.1:%d%s", r.Port, path), nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("X-Remote-User", "admin")
 	req.Header.Set("X-Remote-Group", "system:masters")
 	resp, err := c.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	resp.Body.Close()
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("a front-proxy request got %s", resp.Status)
+		return nil, fmt.Errorf("GET %s on %s: %s", path, r.Name, resp.Status)
 	}
-	return nil
+	return body, nil
 }
 
 // Kill ends a replica with SIGKILL, as a crash would.
@@ -284,10 +299,11 @@ func (k *Kubehistory) Kill(r *Replica) {
 	if r.Cmd != nil && r.Cmd.Process != nil {
 		pid := r.Cmd.Process.Pid
 		_ = syscall.Kill(-pid, syscall.SIGKILL)
-		// The process is reaped by the goroutine that started it; wait until it is gone.
-		for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
-			time.Sleep(50 * time.Millisecond)
-		}
+		// The process is reaped by the goroutine that started it: poll until it is gone (a process has
+		// no event to wait on that is not its parent's).
+		_ = wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
+			return syscall.Kill(pid, 0) != nil, nil
+		})
 	}
 }
 

@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
+
 	"github.com/kubehistory/kubehistory/pkg/cmd/server"
 )
 
@@ -456,32 +458,30 @@ func stopProcess(pid int) bool {
 	if err := syscall.Kill(-pid, syscall.SIGTERM); err != nil {
 		return false
 	}
-	for i := 0; i < 100; i++ {
-		if syscall.Kill(pid, 0) != nil {
-			return true
-		}
-		time.Sleep(100 * time.Millisecond)
+	// Poll until the process is gone: it may not be our child (the demo's "down"), so there is
+	// nothing to wait on but its existence.
+	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
 		// Reap our own children so Kill(pid, 0) stops succeeding on a zombie.
 		var ws syscall.WaitStatus
 		_, _ = syscall.Wait4(pid, &ws, syscall.WNOHANG, nil)
+		return syscall.Kill(pid, 0) != nil, nil
+	})
+	if err != nil {
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
 	}
-	_ = syscall.Kill(-pid, syscall.SIGKILL)
 	return true
 }
 
-// WaitFor polls f every 250ms until it returns nil or timeout passes.
+// WaitFor polls f every 250ms until it returns nil or timeout passes; the error names f's last error.
+// The condition is the signal: callers poll an observable state, never the passing of time.
 func WaitFor(ctx context.Context, timeout time.Duration, f func() error) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
 	var last error
-	for {
-		if last = f(); last == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("timed out after %s: %w", timeout, last)
-		case <-time.After(250 * time.Millisecond):
-		}
+	err := wait.PollUntilContextTimeout(ctx, 250*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
+		last = f()
+		return last == nil, nil
+	})
+	if err != nil && last != nil {
+		return fmt.Errorf("timed out after %s: %w", timeout, last)
 	}
+	return err
 }
