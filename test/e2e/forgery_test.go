@@ -52,6 +52,9 @@ spec:
 	}); err != nil {
 		t.Fatal(err)
 	}
+	if err := env.kh.WaitForRules(ctx, framework.Rule{Namespace: "forgery", Name: "configmaps"}); err != nil {
+		t.Fatal(err)
+	}
 
 	// fileWith waits until the branch holds web's file with want in it, and returns its path.
 	fileWith := func(want string) string {

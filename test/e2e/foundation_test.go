@@ -322,9 +322,11 @@ spec:
 	if _, err := kubectlAs(env.plane.AdminKubeconfig, strings.Replace(dest, "file:///srv/git/history.git", "ftp://example/x", 1), "apply", "-f", "-"); err == nil || !strings.Contains(err.Error(), "url must be") {
 		t.Errorf("GitDestination with an ftp URL: want a url error, got %v", err)
 	}
+	// A ClusterWatchRule of its own: the suite's "namespaces" rule sends Namespace history to team-a for
+	// the other tests, and rules-test/main has no repository behind it.
 	cwr := `apiVersion: config.kubehistory.io/v1alpha1
 kind: ClusterWatchRule
-metadata: {name: namespaces}
+metadata: {name: rules-test-namespaces}
 spec:
   destinationRef: {name: main, namespace: rules-test}
   rules:
@@ -332,6 +334,11 @@ spec:
     resources: ["namespaces"]
     scope: Cluster
 `
+	t.Cleanup(func() {
+		if _, err := kubectlAs(env.plane.AdminKubeconfig, "", "delete", "clusterwatchrule", "rules-test-namespaces", "--ignore-not-found"); err != nil {
+			t.Error(err)
+		}
+	})
 	if _, err := kubectlAs(env.plane.AdminKubeconfig, cwr, "apply", "-f", "-"); err != nil {
 		t.Fatalf("valid ClusterWatchRule refused: %v", err)
 	}
