@@ -144,11 +144,11 @@ subjects: [{kind: User, name: alice, apiGroup: rbac.authorization.k8s.io}, {kind
 
 	type key struct{ verb, name, actor string }
 	want := map[key]int{
-		{"create", "web", "alice"}: 1,
-		{"patch", "web", "alice"}:  1,
-		{"update", "web", "bob"}:   1,
-		{"create", "db", "admin"}:  1,
-		{"delete", "web", "alice"}: 1,
+		{"create", "web", "alice"}:      1,
+		{"patch", "web", "alice"}:       1,
+		{"update", "web", "bob"}:        1,
+		{"create", "db", "admin"}:       1,
+		{"delete", "web", "alice"}:      1,
 		{"create", "sentinel", "admin"}: 1,
 	}
 	var items []historyv1alpha1.ResourceChange

@@ -20,6 +20,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
@@ -35,6 +36,9 @@ const (
 	objects   = 40
 )
 
+// seedEnv reruns the chaos schedule of an earlier run: the seed it logged.
+const seedEnv = "KUBEHISTORY_RELIABILITY_SEED"
+
 // Figures of a run, printed at the end and kept in docs/reliability.md.
 type figures struct {
 	changes, replicaKills, natsKills int
@@ -49,6 +53,15 @@ func TestReliability(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The seed draws the chaos schedule: after how many changes each kill comes, which replica or NATS
+	// node dies and for how many changes it stays down. The same seed replays the same schedule.
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv(seedEnv); v != "" {
+		if _, err := fmt.Sscan(v, &seed); err != nil {
+			t.Fatalf("%s=%q: %v", seedEnv, v, err)
+		}
+	}
+	t.Logf("chaos schedule seed %d (rerun it with %s=%d)", seed, seedEnv, seed)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
@@ -127,7 +140,9 @@ spec:
 	}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(3 * time.Second) // every replica's rule cache follows the new WatchRule
+	if err := kh.WaitForRules(ctx, framework.Rule{Namespace: namespace, Name: "configmaps"}); err != nil {
+		t.Fatal(err)
+	}
 
 	cfg, err := clientcmd.BuildConfigFromFlags("", admin)
 	if err != nil {
@@ -144,6 +159,7 @@ spec:
 	expected := map[key]bool{}
 	finalData := map[string]string{}
 	var driving atomic.Bool
+	var made atomic.Int64 // changes answered so far: the chaos schedule's clock
 	driving.Store(true)
 	driverDone := make(chan error, 1)
 	go func() {
@@ -167,30 +183,43 @@ spec:
 			expected[key{name, got.ResourceVersion}] = true
 			finalData[name] = value
 			mu.Unlock()
+			made.Add(1)
 		}
 		driverDone <- nil
 	}()
 
 	// Chaos while the driver runs: kill -9 a replica and start it again (every other kill the one holding
 	// the destination's writer lease, so the writer's crash path is always exercised); once, a NATS node.
-	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+	// The schedule counts in changes made, not in seconds: the seed decides after how many changes each
+	// kill comes and for how many changes the victim stays down, whatever the machine's speed.
+	rng := rand.New(rand.NewPCG(seed, 7))
+	// afterChanges waits until the driver has made n more changes (false once it is done).
+	afterChanges := func(n int) bool {
+		target := made.Load() + int64(n)
+		_ = wait.PollUntilContextCancel(ctx, 20*time.Millisecond, true, func(context.Context) (bool, error) {
+			return made.Load() >= target || !driving.Load(), nil
+		})
+		return driving.Load()
+	}
 	natsKilled := false
-	for driving.Load() {
-		time.Sleep(3 * time.Second)
-		if !natsKilled && driving.Load() {
+	for afterChanges(15 + rng.IntN(30)) {
+		if !natsKilled {
 			natsKilled = true
 			node := rng.IntN(3)
-			t.Logf("kill -9 nats-server n%d", node)
+			down := 20 + rng.IntN(40)
+			t.Logf("kill -9 nats-server n%d for %d changes (at change %d)", node, down, made.Load())
 			nats.Kill(node)
 			fig.natsKills++
-			time.Sleep(4 * time.Second)
+			afterChanges(down)
 			if err := nats.Start(node); err != nil {
 				t.Fatal(err)
 			}
 			continue
 		}
 		r := kh.Replicas[rng.IntN(len(kh.Replicas))]
+		down := 5 + rng.IntN(25)
 		if fig.replicaKills%2 == 0 {
+			// The lease holder is the cluster's state, not the seed's: the log names the victim.
 			if holder := leaseHolder(ctx, admin); holder != "" {
 				for _, c := range kh.Replicas {
 					if c.Name == holder {
@@ -199,10 +228,10 @@ spec:
 				}
 			}
 		}
-		t.Logf("kill -9 %s", r.Name)
+		t.Logf("kill -9 %s for %d changes (at change %d)", r.Name, down, made.Load())
 		kh.Kill(r)
 		fig.replicaKills++
-		time.Sleep(2 * time.Second)
+		afterChanges(down)
 		if err := kh.Restart(ctx, r); err != nil {
 			t.Fatal(err)
 		}
@@ -308,8 +337,8 @@ spec:
 	if fig.lost > 0 || fig.duplicated > 0 {
 		t.Errorf("lost %d, duplicated %d", fig.lost, fig.duplicated)
 	}
-	fmt.Printf("reliability: %d changes through kube-apiserver, %d replicas x %d indexes checked, %d replica kill -9, %d NATS node kill -9: lost=%d duplicated=%d git-differs=%d false-gaps=%d\n",
-		fig.changes, len(kh.Replicas), len(kh.Replicas), fig.replicaKills, fig.natsKills, fig.lost, fig.duplicated, fig.gitDiffers, fig.falseGaps)
+	fmt.Printf("reliability: %d changes through kube-apiserver, %d replicas x %d indexes checked, %d replica kill -9, %d NATS node kill -9: lost=%d duplicated=%d git-differs=%d false-gaps=%d (%s=%d)\n",
+		fig.changes, len(kh.Replicas), len(kh.Replicas), fig.replicaKills, fig.natsKills, fig.lost, fig.duplicated, fig.gitDiffers, fig.falseGaps, seedEnv, seed)
 }
 
 // leaseHolder is the replica running the destination's writer.
