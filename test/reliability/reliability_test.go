@@ -76,6 +76,23 @@ func TestReliability(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer plane.Stop()
+	// The run's directory goes with the test: a failed run shows the replicas' logs first.
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		logs, _ := filepath.Glob(filepath.Join(plane.Dir, "kubehistory-apiserver*.log"))
+		for _, f := range logs {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				continue
+			}
+			if len(data) > 20000 {
+				data = data[len(data)-20000:]
+			}
+			t.Logf("---- %s (tail) ----\n%s", f, data)
+		}
+	})
 	// kube-apiserver's audit webhook reaches the replicas through a proxy on its configured port, as it
 	// would through a Service.
 	proxy, err := framework.StartProxy(plane.AuditPort)
