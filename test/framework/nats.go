@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,7 @@ type NATSCluster struct {
 	bin     string
 	ports   []int
 	cluster []int
+	monitor []int
 	cmds    []*exec.Cmd
 	log     io.Writer
 }
@@ -45,8 +47,13 @@ func StartNATSCluster(ctx context.Context, dir string, n int, log io.Writer) (*N
 		if err != nil {
 			return nil, err
 		}
+		mp, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
 		c.ports = append(c.ports, p)
 		c.cluster = append(c.cluster, cp)
+		c.monitor = append(c.monitor, mp)
 	}
 	for i := 0; i < n; i++ {
 		if err := c.Start(i); err != nil {
@@ -66,7 +73,10 @@ func (c *NATSCluster) URL() string {
 	return strings.Join(urls, ",")
 }
 
-// Start starts node i (again) on its ports and store.
+// Start starts node i (again) on its ports and store. Once every node runs, it waits until each
+// reports JetStream healthy: a meta leader, and its streams and consumers current. A node that only
+// accepts connections may still be electing leaders; a kubehistory replica started then cannot
+// create its streams.
 func (c *NATSCluster) Start(i int) error {
 	var routes []string
 	for j, cp := range c.cluster {
@@ -81,7 +91,8 @@ func (c *NATSCluster) Start(i int) error {
 	}
 	cmd := exec.Command(c.bin, "-a", "127.0.0.1", "-p", fmt.Sprint(c.ports[i]), "-js",
 		"-sd", filepath.Join(c.Dir, name), "--server_name", name, "--cluster_name", "kubehistory-test",
-		"--cluster", fmt.Sprintf("nats://127.0.0.1:%d", c.cluster[i]), "--routes", strings.Join(routes, ","))
+		"--cluster", fmt.Sprintf("nats://127.0.0.1:%d", c.cluster[i]), "--routes", strings.Join(routes, ","),
+		"-m", fmt.Sprint(c.monitor[i]))
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -91,13 +102,44 @@ func (c *NATSCluster) Start(i int) error {
 	go func() { _ = cmd.Wait(); logFile.Close() }()
 	c.cmds[i] = cmd
 	fmt.Fprintf(c.log, "started nats-server %s (pid %d) on %d\n", name, cmd.Process.Pid, c.ports[i])
-	return WaitFor(context.Background(), 30*time.Second, func() error {
+	if err := WaitFor(context.Background(), 30*time.Second, func() error {
 		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", c.ports[i]), time.Second)
 		if err == nil {
 			conn.Close()
 		}
 		return err
-	})
+	}); err != nil {
+		return err
+	}
+	for _, cmd := range c.cmds {
+		if cmd == nil {
+			return nil // a quorum may be missing until the other nodes start
+		}
+	}
+	return c.waitHealthy()
+}
+
+// waitHealthy waits until every node's /healthz answers 200: JetStream enabled, a meta leader, and the
+// node's streams and consumers current.
+func (c *NATSCluster) waitHealthy() error {
+	client := &http.Client{Timeout: 5 * time.Second}
+	for i, port := range c.monitor {
+		if err := WaitFor(context.Background(), 90*time.Second, func() error {
+			resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz", port))
+			if err != nil {
+				return err
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("nats-server n%d /healthz: %s %s", i, resp.Status, strings.TrimSpace(string(body)))
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Kill ends node i with SIGKILL.
