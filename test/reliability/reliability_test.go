@@ -210,24 +210,32 @@ spec:
 	// The schedule counts in changes made, not in seconds: the seed decides after how many changes each
 	// kill comes and for how many changes the victim stays down, whatever the machine's speed.
 	rng := rand.New(rand.NewPCG(seed, 7))
-	// afterChanges waits until the driver has made n more changes (false once it is done).
-	afterChanges := func(n int) bool {
-		target := made.Load() + int64(n)
+	// The schedule is a position in changes: each kill and each restart is due at a change count drawn
+	// from the seed, not counted from when the previous restart finished (whose duration varies). A
+	// restart still in progress when the next kill is due delays that kill; the log says so.
+	schedule := 0
+	// at waits until the driver has made n changes (false once it is done).
+	at := func(n int) bool {
 		_ = wait.PollUntilContextCancel(ctx, 20*time.Millisecond, true, func(context.Context) (bool, error) {
-			return made.Load() >= target || !driving.Load(), nil
+			return made.Load() >= int64(n) || !driving.Load(), nil
 		})
 		return driving.Load()
 	}
 	natsKilled := false
-	for afterChanges(15 + rng.IntN(30)) {
+	for {
+		schedule += 15 + rng.IntN(30)
+		if !at(schedule) {
+			break
+		}
 		if !natsKilled {
 			natsKilled = true
 			node := rng.IntN(3)
 			down := 20 + rng.IntN(40)
-			t.Logf("kill -9 nats-server n%d for %d changes (at change %d)", node, down, made.Load())
+			t.Logf("kill -9 nats-server n%d at change %d (due at %d), for %d changes", node, made.Load(), schedule, down)
 			nats.Kill(node)
 			fig.natsKills++
-			afterChanges(down)
+			schedule += down
+			at(schedule)
 			if err := nats.Start(node); err != nil {
 				t.Fatal(err)
 			}
@@ -245,10 +253,11 @@ spec:
 				}
 			}
 		}
-		t.Logf("kill -9 %s for %d changes (at change %d)", r.Name, down, made.Load())
+		t.Logf("kill -9 %s at change %d (due at %d), for %d changes", r.Name, made.Load(), schedule, down)
 		kh.Kill(r)
 		fig.replicaKills++
-		afterChanges(down)
+		schedule += down
+		at(schedule)
 		if err := kh.Restart(ctx, r); err != nil {
 			t.Fatal(err)
 		}
