@@ -14,6 +14,9 @@ test: test-deps ## Every test: unit, integration (embedded JetStream, real git),
 	$(GO) test -count=1 -timeout 60m $$($(GO) list ./... | grep -v /test/reliability)
 	$(GO) test -count=1 -timeout 30m -v ./test/reliability/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|reliability:|\s+reliability_test)'; exit $${PIPESTATUS[0]}
 
+test-repeat: ## The whole suite N times in a row (default 5), stopping at the first failure: shows it does not flake
+	@n=$${N:-5}; for i in $$(seq 1 $$n); do echo "== make test, run $$i of $$n ($$(date -u +%H:%M:%S))"; $(MAKE) --no-print-directory test || { echo "run $$i of $$n FAILED"; exit 1; }; done; echo "== $$n runs in a row passed ($$(date -u +%H:%M:%S))"
+
 test-deps: ## What the tests run beside Go: OpenSSH's sshd (Debian package, when missing) and the sops CLI (built from the module proxy, cached)
 	hack/install-test-deps.sh
 	hack/sops.sh
@@ -44,6 +47,7 @@ generate: ## Regenerate deepcopy, conversion, clients, OpenAPI and CRDs from api
 
 verify: ## Fail on stale generated code, unformatted files or vet findings
 	hack/verify-codegen.sh
+	hack/verify-benchmarks.sh
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	$(GO) vet ./...
 
