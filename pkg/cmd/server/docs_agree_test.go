@@ -23,7 +23,7 @@ var foreignFlags = map[string]string{
 	"field-selector": "kubectl", "for": "kubectl wait", "all": "kubectl", "as": "kubectl", "raw": "kubectl",
 	"chunk-size": "kubectl", "dry-run": "kubectl", "from-file": "kubectl create secret", "list": "kubectl auth can-i",
 	"help": "every command", "decrypt": "sops", "bump-revision": "etcdutl snapshot restore", "prefers-protobuf": "kubectl",
-	"watch-cache-sizes": "kube-apiserver", "enable-aggregator-routing": "kube-apiserver",
+	"watch-cache-sizes": "kube-apiserver", "enable-aggregator-routing": "kube-apiserver", "author": "git commit",
 }
 
 // Every --flag named in the operator docs is a flag of kubehistory-apiserver (or of one of its
