@@ -51,7 +51,7 @@ func DecodeChange(data []byte, c *Change) error {
 		return unknownVersion("change", v)
 	}
 	if err := json.Unmarshal(data, c); err != nil {
-		return err
+		return versionOr("change", data, err)
 	}
 	return c.Upgrade()
 }
@@ -62,7 +62,7 @@ func DecodeRecord(data []byte, r *Record) error {
 		return unknownVersion("record", v)
 	}
 	if err := json.Unmarshal(data, r); err != nil {
-		return err
+		return versionOr("record", data, err)
 	}
 	return r.Upgrade()
 }
@@ -72,6 +72,23 @@ func EncodeRecord(r *Record) ([]byte, error) {
 	v := *r
 	v.V = Version
 	return json.Marshal(&v)
+}
+
+// versionOr explains a message that did not decode into the current types: when it names a newer
+// version anywhere (not only first, as this package writes it), that version reshaped a field and the
+// message is ErrUnknownVersion, to be left for a newer build, not dropped as undecodable. Otherwise
+// it is decodeErr.
+func versionOr(what string, data []byte, decodeErr error) error {
+	var head struct {
+		V json.Number `json:"v"`
+	}
+	if json.Unmarshal(data, &head) != nil {
+		return decodeErr
+	}
+	if v, err := head.V.Int64(); err == nil && v > Version {
+		return unknownVersion(what, int(min(v, 1<<30)))
+	}
+	return decodeErr
 }
 
 // leadingVersion reads the version of a message that starts with it, as this package writes them, before

@@ -114,6 +114,8 @@ func TestDecodeUnknownVersion(t *testing.T) {
 		{"leading, reshaped", `{"v":2,"actor":"alice","object":["x"]}`},
 		{"leading, same shape", `{"v":2,"verb":"create","changeID":"x"}`},
 		{"not leading", `{"verb":"create","changeID":"x","v":3}`},
+		{"not leading, a field reshaped", `{"object":{"name":"x"},"v":2,"verb":["create"],"changeID":"x"}`},
+		{"space after the colon, a field reshaped", `{"v": 2,"verb":{"kind":"create"},"changeID":"x"}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var c Change
@@ -125,6 +127,18 @@ func TestDecodeUnknownVersion(t *testing.T) {
 				t.Errorf("DecodeRecord: %v, want ErrUnknownVersion", err)
 			}
 		})
+	}
+	// A message that does not decode and names no newer version stays a decode error (it is dropped as
+	// undecodable, not left for a newer build forever).
+	for _, data := range []string{`{"verb":["create"],"changeID":"x"}`, `{"v":1,"verb":["create"]}`, `{"v":"x","verb":["create"]}`, `not json`} {
+		var c Change
+		if err := DecodeChange([]byte(data), &c); err == nil || errors.Is(err, ErrUnknownVersion) {
+			t.Errorf("DecodeChange(%s) = %v, want a decode error", data, err)
+		}
+		var r Record
+		if err := DecodeRecord([]byte(data), &r); err == nil || errors.Is(err, ErrUnknownVersion) {
+			t.Errorf("DecodeRecord(%s) = %v, want a decode error", data, err)
+		}
 	}
 	r := Record{V: 2}
 	if err := r.Upgrade(); !errors.Is(err, ErrUnknownVersion) {

@@ -17,3 +17,11 @@ func decodeEntry(data []byte, e *Entry) error {
 	}
 	return e.Record.Upgrade()
 }
+
+// decodeEntryKeys decodes an entry for the index's own upkeep (Compact, retention, adding secondary
+// indexes), which reads only its keys and time: without Upgrade, so that one entry written by a newer
+// build (after a downgrade) does not stop every retention pass and compaction. Serving goes through
+// decodeEntry, which refuses such an entry.
+func decodeEntryKeys(data []byte, e *Entry) error {
+	return kjson.UnmarshalCaseSensitivePreserveInts(data, e)
+}

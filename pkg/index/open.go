@@ -93,7 +93,7 @@ func (x *Index) Close() error { return x.db.Close() }
 func addSecondaryIndexes(tx *bolt.Tx) error {
 	return tx.Bucket(bucketChanges).ForEach(func(k, v []byte) error {
 		var e Entry
-		if err := decodeEntry(v, &e); err != nil {
+		if err := decodeEntryKeys(v, &e); err != nil {
 			return fmt.Errorf("decoding entry %d: %w", binary.BigEndian.Uint64(k), err)
 		}
 		return putSecondary(tx, &e)

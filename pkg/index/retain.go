@@ -87,7 +87,7 @@ func (x *Index) retentionMark(p Retention, now time.Time) (uint64, error) {
 					break
 				}
 				var e Entry
-				if err := decodeEntry(v, &e); err != nil {
+				if err := decodeEntryKeys(v, &e); err != nil {
 					return fmt.Errorf("decoding entry %d: %w", binary.BigEndian.Uint64(k), err)
 				}
 				if !e.Record.ChangeTime.Time.Before(cutoff) {

@@ -135,7 +135,7 @@ func (x *Index) Compact(throughSeq uint64) (int, error) {
 		c := changes.Cursor()
 		for k, v := c.First(); k != nil && binary.BigEndian.Uint64(k) <= throughSeq; k, v = c.First() {
 			var e Entry
-			if err := decodeEntry(v, &e); err != nil {
+			if err := decodeEntryKeys(v, &e); err != nil {
 				return fmt.Errorf("decoding entry %d: %w", binary.BigEndian.Uint64(k), err)
 			}
 			if err := x.unindex(tx, &e); err != nil {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -55,9 +56,13 @@ func (f *Follower) CaughtUp() error {
 	return errors.New("index not caught up with KUBEHISTORY_HISTORY yet")
 }
 
-// Run follows the stream and the status bucket until ctx ends, retrying on errors.
+// Run follows the stream and the status bucket until ctx ends, retrying on errors. It returns only once
+// both have stopped, so that the index can be closed after it.
 func (f *Follower) Run(ctx context.Context) {
-	go f.runStatus(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); f.runStatus(ctx) }()
+	defer wg.Wait()
 	for ctx.Err() == nil {
 		if err := f.runRecords(ctx); err != nil && ctx.Err() == nil {
 			f.lastErr.Store(err)
