@@ -3,6 +3,7 @@ package follow
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -25,6 +26,9 @@ type fakeSource struct {
 	fetches int
 	cfgs    []queue.ConsumerConfig
 	settled map[uint64]string
+	// lost are sequences whose next delivery is lost in transit (skipped once, as a pull request that
+	// expired while they were on their way).
+	lost    map[uint64]bool
 	changed chan struct{}
 	events  chan queue.StatusEvent
 }
@@ -51,7 +55,14 @@ func (f *fakeSource) Fetch(ctx context.Context, n int, wait time.Duration) ([]*q
 	f.signal()
 	if f.next < len(f.msgs) {
 		k := min(n, len(f.msgs)-f.next)
-		out := f.msgs[f.next : f.next+k]
+		var out []*queue.Msg
+		for _, m := range f.msgs[f.next : f.next+k] {
+			if f.lost[m.Seq] {
+				delete(f.lost, m.Seq)
+				continue
+			}
+			out = append(out, m)
+		}
 		f.next += k
 		f.mu.Unlock()
 		return out, nil
@@ -193,5 +204,68 @@ func TestFollowerAgainstFakeSource(t *testing.T) {
 		if st.Namespace != "team-b" { // team-a is deleted, old/gone was not in the first pass
 			t.Errorf("status %s/%s left in the index", st.Namespace, st.Name)
 		}
+	}
+}
+
+// A record whose delivery is lost and that the stream redelivers after later ones is still indexed:
+// the follower sees the gap, starts again from the index's last sequence, and the index ends up with
+// every record, in order. A hole in the stream itself (a deleted message) is crossed, not waited on.
+func TestFollowerRecordsOutOfOrder(t *testing.T) {
+	f := &fakeSource{settled: map[uint64]string{}, changed: make(chan struct{}), events: make(chan queue.StatusEvent),
+		lost: map[uint64]bool{3: true}}
+	for _, seq := range []uint64{1, 2, 3, 4, 5, 7, 8} { // 6 was deleted from the stream
+		id := fmt.Sprint("c", seq)
+		data, _ := change.EncodeRecord(&change.Record{Fields: change.Fields{
+			Object: change.Object{Version: "v1", Resource: "configmaps", Namespace: "ns", Name: id},
+			Verb:   change.VerbCreate, ChangeID: id, ChangeTime: metav1.NowMicro(),
+		}})
+		f.msgs = append(f.msgs, &queue.Msg{Seq: seq, Data: data, Acker: fakeAck{f: f, seq: seq}})
+	}
+	idx, err := index.Open(filepath.Join(t.TempDir(), "index.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idx.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	fl := New(f, idx, "replica/0")
+	go func() { fl.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	timeout := time.After(60 * time.Second) // only guards against hanging forever
+	for {
+		f.mu.Lock()
+		changed := f.changed
+		f.mu.Unlock()
+		if n, _ := idx.Count(); n == 7 {
+			break
+		}
+		select {
+		case <-changed:
+		case <-timeout:
+			n, _ := idx.Count()
+			t.Fatalf("index holds %d of 7 records", n)
+		}
+	}
+	list, err := idx.List(index.ListOptions{Namespace: "ns"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seqs []uint64
+	for _, e := range list.Items {
+		seqs = append(seqs, e.Seq)
+	}
+	if fmt.Sprint(seqs) != "[1 2 3 4 5 7 8]" {
+		t.Errorf("indexed sequences %v, want [1 2 3 4 5 7 8]", seqs)
+	}
+	// Started again twice: for the lost record 3, and once at the hole (a fresh consumer from 6
+	// delivering 7 first shows that 6 is not in the stream).
+	if fl.outOfOrder.Load() != 2 {
+		t.Errorf("started again %d times, want 2", fl.outOfOrder.Load())
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.cfgs) != 3 || f.cfgs[1].StartSeq != 3 || f.cfgs[2].StartSeq != 6 {
+		t.Errorf("consumers %+v, want a second one from sequence 3 and a third from 6", f.cfgs)
 	}
 }

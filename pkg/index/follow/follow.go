@@ -28,6 +28,9 @@ type Source interface {
 
 var _ Source = (*queue.Conn)(nil)
 
+// errOutOfOrder: a record arrived before an earlier one; the follower starts again from the index.
+var errOutOfOrder = errors.New("records out of order")
+
 // Follower keeps an index up to date.
 type Follower struct {
 	src     Source
@@ -38,6 +41,8 @@ type Follower struct {
 	// target ("nothing pending") would keep a replica unready for as long as changes keep flowing.
 	caughtUp atomic.Bool
 	lastErr  atomic.Value
+	// outOfOrder counts the times a record arrived before an earlier one and the follower started again.
+	outOfOrder atomic.Int64
 }
 
 // New returns a follower for replica (which names its durable consumer).
@@ -64,7 +69,14 @@ func (f *Follower) Run(ctx context.Context) {
 	go func() { defer wg.Done(); f.runStatus(ctx) }()
 	defer wg.Wait()
 	for ctx.Err() == nil {
-		if err := f.runRecords(ctx); err != nil && ctx.Err() == nil {
+		err := f.runRecords(ctx)
+		if errors.Is(err, errOutOfOrder) {
+			// Not a failure: a fresh consumer from the index's last sequence delivers what is missing.
+			klog.V(2).InfoS("Following KUBEHISTORY_HISTORY from the index's last sequence again", "replica", f.replica, "reason", err.Error())
+			f.outOfOrder.Add(1)
+			continue
+		}
+		if err != nil && ctx.Err() == nil {
 			f.lastErr.Store(err)
 			klog.ErrorS(err, "Following KUBEHISTORY_HISTORY; retrying", "replica", f.replica)
 			select {
@@ -105,12 +117,32 @@ func (f *Follower) runRecords(ctx context.Context) error {
 		target = st.LastSeq
 	}
 	f.checkCaughtUp(target)
+	// The index skips sequences at or below its last one, so records must be added in stream order: a
+	// record delivered after a later one (its first delivery lost in transit, e.g. a pull request that
+	// expired while the message was on its way, then redelivered after AckWait) would otherwise never be
+	// indexed. next is the sequence the index needs; fresh says nothing was delivered by this consumer
+	// yet — its first message is the stream's first one at or after next, so a gap before it is a hole
+	// in the stream itself (deleted messages), not a delivery out of order.
+	next, fresh := last+1, true
 	for ctx.Err() == nil {
 		msgs, err := cons.Fetch(ctx, 100, time.Second)
 		for _, msg := range msgs {
+			switch {
+			case msg.Seq < next: // a redelivery of what the index has
+				if err := msg.Ack(); err != nil {
+					return err
+				}
+				continue
+			case msg.Seq > next && !fresh:
+				return fmt.Errorf("record %d delivered before %d: %w", msg.Seq, next, errOutOfOrder)
+			case msg.Seq > next:
+				klog.InfoS("KUBEHISTORY_HISTORY holds no records in this range (deleted from the stream)", "replica", f.replica, "from", next, "to", msg.Seq-1)
+			}
+			fresh = false
 			if err := f.add(msg); err != nil {
 				return err
 			}
+			next = msg.Seq + 1
 		}
 		if err != nil {
 			return fmt.Errorf("fetching records: %w", err)
