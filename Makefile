@@ -12,7 +12,10 @@ build: ## Build kubehistory-apiserver into bin/
 
 test: test-deps ## Every test: unit, integration (embedded JetStream, real git), e2e on a real local control plane, and the reliability suite (verbose: it prints its figures)
 	$(GO) test -count=1 -timeout 60m $$($(GO) list ./... | grep -v /test/reliability)
-	$(GO) test -count=1 -timeout 30m -v ./test/reliability/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|reliability:|\s+reliability_test)'; exit $${PIPESTATUS[0]}
+	@out=$$(mktemp); $(GO) test -count=1 -timeout 30m -v ./test/reliability/ >$$out 2>&1; rc=$$?; \
+	  grep -E '^(=== RUN|--- |PASS|FAIL|ok|reliability:|\s+reliability_test)' $$out; \
+	  if [ $$rc -ne 0 ]; then echo "---- the reliability suite failed: the last 400 lines of its output ----"; tail -n 400 $$out; fi; \
+	  rm -f $$out; exit $$rc
 
 test-repeat: ## The whole suite N times in a row (default 5), stopping at the first failure: shows it does not flake
 	@n=$${N:-5}; for i in $$(seq 1 $$n); do echo "== make test, run $$i of $$n ($$(date -u +%H:%M:%S))"; $(MAKE) --no-print-directory test || { echo "run $$i of $$n FAILED"; exit 1; }; done; echo "== $$n runs in a row passed ($$(date -u +%H:%M:%S))"
