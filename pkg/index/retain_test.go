@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 func TestRetain(t *testing.T) {
@@ -183,19 +185,15 @@ func TestRunRetention(t *testing.T) {
 	}
 	waitCount := func(want int) {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			n, err := x.Count()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if n == want {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("Count = %d, want %d", n, want)
-			}
-			time.Sleep(10 * time.Millisecond) // polls the index; RunRetention's ticks are the signal
+		var n int
+		err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 30*time.Second, true,
+			func(context.Context) (bool, error) {
+				var err error
+				n, err = x.Count()
+				return n == want, err
+			})
+		if err != nil {
+			t.Fatalf("Count = %d, want %d: %v", n, want, err)
 		}
 	}
 	add(1, 20)

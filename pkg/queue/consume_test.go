@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/wait"
+
 	"github.com/kubehistory/kubehistory/pkg/change"
 )
 
@@ -28,17 +30,16 @@ func connected(t *testing.T) *Conn {
 // waitBacklog polls the consumer's state until cond holds: acknowledgements are asynchronous.
 func waitBacklog(t *testing.T, cons Consumer, what string, cond func(Backlog) bool) Backlog {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		b, err := cons.Backlog(context.Background())
-		if err == nil && cond(b) {
-			return b
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s: last %+v, %v", what, b, err)
-		}
-		time.Sleep(10 * time.Millisecond)
+	var b Backlog
+	var lastErr error
+	if err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 30*time.Second, true,
+		func(ctx context.Context) (bool, error) {
+			b, lastErr = cons.Backlog(ctx)
+			return lastErr == nil && cond(b), nil
+		}); err != nil {
+		t.Fatalf("timed out waiting for %s: last %+v, %v", what, b, lastErr)
 	}
+	return b
 }
 
 func TestConsumerAckNakInProgress(t *testing.T) {
